@@ -1,0 +1,173 @@
+"""Encryption keys for personal data: AES-256-GCM with a key id in every ciphertext.
+
+Ciphertext envelope (what the stream job stores in Cassandra ``*_enc`` columns)::
+
+    0x01 | key id (uint16, big endian) | IV (12 bytes) | ciphertext | GCM tag (16 bytes)
+
+The IV/ciphertext/tag part is exactly what Spark's built-in ``aes_encrypt(..., 'GCM')``
+writes, so the JVM encrypts and Python (``cryptography``) decrypts. The first three
+bytes plus the column name are the GCM associated data: a ciphertext moved to another
+column, or given another key id, fails to decrypt instead of decrypting wrongly.
+
+The key file is JSON, mode 0600, owned by the service user::
+
+    {"format": 1, "active_key_id": 2,
+     "encryption_keys": {"1": "<base64>", "2": "<base64>"},
+     "pseudonym_key": "<base64>"}
+
+Rotation adds a key and makes it active; older ids stay to decrypt older rows. The
+pseudonym key is not rotated: it makes the email pseudonym stable so that a data
+subject can always be found again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from jobs.config import ConfigError, check_private
+
+ENVELOPE_VERSION = 1
+KEY_BYTES = 32
+IV_BYTES = 12
+_HEADER = struct.Struct(">BH")
+_HMAC_BLOCK = 64  # SHA-256 block size
+
+
+class DecryptionError(Exception):
+    """The ciphertext is damaged, was made for another column, or its key is gone."""
+
+
+def envelope_header(key_id: int) -> bytes:
+    return _HEADER.pack(ENVELOPE_VERSION, key_id)
+
+
+def associated_data(header: bytes, column: str) -> bytes:
+    return header + column.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    active_key_id: int
+    encryption_keys: dict[int, bytes]
+    pseudonym_key: bytes
+
+    @property
+    def active_key(self) -> bytes:
+        return self.encryption_keys[self.active_key_id]
+
+    def hmac_pads(self) -> tuple[bytes, bytes]:
+        """(key XOR ipad, key XOR opad): HMAC-SHA256 written as two plain SHA-256 calls."""
+        padded = self.pseudonym_key.ljust(_HMAC_BLOCK, b"\0")
+        return bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
+
+    def pseudonym(self, email: str) -> str:
+        """Keyed pseudonym of an email, identical to what the stream job computes."""
+        normalized = email.strip().lower().encode("utf-8")
+        return hmac.new(self.pseudonym_key, normalized, hashlib.sha256).hexdigest()
+
+    def encrypt(self, plaintext: str, column: str) -> bytes:
+        header = envelope_header(self.active_key_id)
+        iv = secrets.token_bytes(IV_BYTES)
+        sealed = AESGCM(self.active_key).encrypt(
+            iv, plaintext.encode("utf-8"), associated_data(header, column)
+        )
+        return header + iv + sealed
+
+    def decrypt(self, envelope: bytes, column: str) -> str:
+        if len(envelope) < _HEADER.size + IV_BYTES + 16:
+            raise DecryptionError("ciphertext too short")
+        version, key_id = _HEADER.unpack_from(envelope)
+        if version != ENVELOPE_VERSION:
+            raise DecryptionError(f"unknown envelope version {version}")
+        key = self.encryption_keys.get(key_id)
+        if key is None:
+            raise DecryptionError(f"key id {key_id} is not in the key file")
+        header = envelope[: _HEADER.size]
+        iv = envelope[_HEADER.size : _HEADER.size + IV_BYTES]
+        try:
+            plain = AESGCM(key).decrypt(
+                iv, envelope[_HEADER.size + IV_BYTES :], associated_data(header, column)
+            )
+        except InvalidTag:
+            raise DecryptionError(f"authentication failed for column {column!r}") from None
+        return plain.decode("utf-8")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": 1,
+                "active_key_id": self.active_key_id,
+                "encryption_keys": {
+                    str(kid): base64.b64encode(key).decode()
+                    for kid, key in sorted(self.encryption_keys.items())
+                },
+                "pseudonym_key": base64.b64encode(self.pseudonym_key).decode(),
+            },
+            indent=2,
+        )
+
+
+def new_keyring() -> KeyRing:
+    return KeyRing(1, {1: secrets.token_bytes(KEY_BYTES)}, secrets.token_bytes(KEY_BYTES))
+
+
+def rotated(ring: KeyRing) -> KeyRing:
+    new_id = max(ring.encryption_keys) + 1
+    if new_id > 0xFFFF:
+        raise ConfigError("no key id left (65535 rotations); re-encrypt and retire old keys")
+    keys = {**ring.encryption_keys, new_id: secrets.token_bytes(KEY_BYTES)}
+    return KeyRing(new_id, keys, ring.pseudonym_key)
+
+
+def _decode_key(value: object, where: str, path: Path) -> bytes:
+    try:
+        key = base64.b64decode(str(value), validate=True)
+    except ValueError:
+        raise ConfigError(f"{path}: {where} is not base64") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"{path}: {where} must be {KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+def load_keyring(path: Path) -> KeyRing:
+    check_private(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        active = int(data["active_key_id"])
+        keys = {
+            int(kid): _decode_key(v, f"encryption_keys.{kid}", path)
+            for kid, v in data["encryption_keys"].items()
+        }
+        pseudonym_key = _decode_key(data["pseudonym_key"], "pseudonym_key", path)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    except KeyError as exc:
+        raise ConfigError(f"{path}: missing key {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path}: malformed key file: {exc}") from None
+    if active not in keys:
+        raise ConfigError(f"{path}: active_key_id {active} has no entry in encryption_keys")
+    return KeyRing(active, keys, pseudonym_key)
+
+
+def save_keyring(ring: KeyRing, path: Path) -> None:
+    """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(ring.to_json())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,63 @@
+"""``bdf-keys``: create and rotate the key file that protects personal data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from jobs.config import ConfigError
+from jobs.keyring import load_keyring, new_keyring, rotated, save_keyring
+
+key_file_option = click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Manage the AES-256-GCM key file (JSON, mode 0600) used by the stream job."""
+
+
+@main.command()
+@key_file_option
+def create(key_file: Path) -> None:
+    """Create KEY_FILE with a first encryption key and the pseudonym key."""
+    if key_file.exists():
+        raise click.ClickException(f"{key_file} exists; use 'rotate' to add a key")
+    save_keyring(new_keyring(), key_file)
+    click.echo(f"created {key_file} (active key id 1)", err=True)
+
+
+@main.command()
+@key_file_option
+def rotate(key_file: Path) -> None:
+    """Add a new encryption key and make it active; old keys still decrypt.
+
+    Restart the stream job afterwards so new rows use the new key.
+    """
+    ring = _load(key_file)
+    new_ring = rotated(ring)
+    save_keyring(new_ring, key_file)
+    click.echo(
+        f"rotated {key_file}: active key id {ring.active_key_id} -> {new_ring.active_key_id}", err=True
+    )
+
+
+@main.command(name="list")
+@key_file_option
+def list_keys(key_file: Path) -> None:
+    """Show key ids (never key material)."""
+    ring = _load(key_file)
+    for key_id in sorted(ring.encryption_keys):
+        click.echo(f"{key_id}\t{'active' if key_id == ring.active_key_id else 'decrypt-only'}")
+
+
+def _load(key_file: Path):
+    try:
+        return load_keyring(key_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Where the stream job writes: small interfaces, one implementation per server.
+
+Every write is an idempotent upsert, so replaying a micro-batch (``foreachBatch`` is
+at-least-once) leaves the same state: Cassandra rows are keyed by user id, aggregate
+documents by their key with absolute values, batch records by batch id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pyspark.sql import DataFrame
+
+from jobs.aggregates import to_documents
+from jobs.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
+
+
+class ProfileStore(Protocol):
+    def write(self, profiles: DataFrame) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    def write(self, rejected: DataFrame) -> None: ...
+
+
+class AggregateStore(Protocol):
+    def upsert(self, rows: list[Mapping[str, Any]], updated_at: dt.datetime) -> None: ...
+
+    def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None: ...
+
+
+def kafka_client_options(kafka: KafkaSettings) -> dict[str, str]:
+    """Spark Kafka source/sink options (``kafka.``-prefixed) for SASL/SCRAM."""
+    credentials = load_credentials(kafka.credentials_file)
+    login_module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    # Spark's spark.redaction.regex (set in build_spark) hides "jaas" options in the UI.
+    jaas = f'{login_module} required username="{credentials.username}" password="{credentials.password}";'
+    options = {
+        "kafka.bootstrap.servers": ",".join(kafka.bootstrap_servers),
+        "kafka.security.protocol": kafka.security_protocol,
+        "kafka.sasl.mechanism": kafka.sasl_mechanism,
+        "kafka.sasl.jaas.config": jaas,
+    }
+    if kafka.ca_file:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = str(kafka.ca_file)
+    return options
+
+
+class KafkaDeadLetterSink:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._options = kafka_client_options(kafka) | {"topic": kafka.dead_letter_topic}
+
+    def write(self, rejected: DataFrame) -> None:
+        rejected.write.format("kafka").options(**self._options).save()
+
+
+def cassandra_spark_conf(cassandra: CassandraSettings) -> dict[str, str]:
+    """Spark Cassandra Connector settings; the password is redacted by Spark's UI."""
+    credentials = load_credentials(cassandra.credentials_file)
+    return {
+        "spark.cassandra.connection.host": ",".join(cassandra.hosts),
+        "spark.cassandra.connection.port": str(cassandra.port),
+        "spark.cassandra.connection.localDC": cassandra.local_datacenter,
+        "spark.cassandra.auth.username": credentials.username,
+        "spark.cassandra.auth.password": credentials.password,
+    }
+
+
+class CassandraProfileStore:
+    """Upserts through the Spark Cassandra Connector (the JVM writes, in parallel)."""
+
+    def __init__(self, cassandra: CassandraSettings) -> None:
+        self._options = {"keyspace": cassandra.keyspace, "table": cassandra.table}
+
+    def write(self, profiles: DataFrame) -> None:
+        profiles.write.format("org.apache.spark.sql.cassandra").options(**self._options).mode("append").save()
+
+
+def mongo_client(mongodb: MongoSettings):
+    from pymongo import MongoClient
+
+    credentials = load_credentials(mongodb.credentials_file)
+    return MongoClient(
+        [*mongodb.hosts],
+        username=credentials.username,
+        password=credentials.password,
+        authSource=mongodb.auth_source,
+        tls=mongodb.tls,
+        serverSelectionTimeoutMS=10_000,
+        tz_aware=True,
+    )
+
+
+class MongoAggregateStore:
+    """One collection per aggregate; documents replaced by key (absolute values)."""
+
+    BATCHES = "stream_batches"
+
+    def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
+        self._db = (client or mongo_client(mongodb))[mongodb.database]
+
+    def upsert(self, rows: list[Mapping[str, Any]], updated_at: dt.datetime) -> None:
+        from pymongo import ReplaceOne
+
+        for collection, documents in to_documents(rows, updated_at).items():
+            self._db[collection].bulk_write(
+                [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=False
+            )
+
+    def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
+        self._db[self.BATCHES].replace_one(
+            {"_id": f"{query}:{batch_id}"},
+            {"query": query, "batch_id": batch_id, "at": at, **counts},
+            upsert=True,
+        )

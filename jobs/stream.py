@@ -1,0 +1,253 @@
+"""The user-profile stream job: Kafka ``user_profiles`` -> Cassandra rows + MongoDB aggregates.
+
+Two streaming queries share one Kafka source definition:
+
+* ``profiles``: each micro-batch is parsed; bad messages go to the dead-letter topic
+  with their reason, good ones are encrypted and upserted into Cassandra by user id.
+* ``aggregates``: profiles deduplicated by user id in Spark's state store, then
+  counted; every changed count is written to MongoDB as an absolute value.
+
+Both are idempotent under replay (see ``jobs.sinks``); the checkpoint holds Kafka
+offsets and the dedup/count state, so a restart resumes without double counting.
+
+Run with ``spark-submit jobs/stream.py --config /etc/bigdataflow/bigdataflow.toml``
+(the ``stream_job`` role's systemd unit does exactly that).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from jobs.config import ConfigError, Settings, load_settings
+from jobs.keyring import KeyRing, load_keyring
+from jobs.logs import setup_logging
+from jobs.sinks import (
+    AggregateStore,
+    CassandraProfileStore,
+    DeadLetterSink,
+    KafkaDeadLetterSink,
+    MongoAggregateStore,
+    ProfileStore,
+    cassandra_spark_conf,
+    kafka_client_options,
+)
+from jobs.transform import (
+    aggregate,
+    aggregate_facts,
+    normalize,
+    parse_messages,
+    protect,
+    rejected_messages,
+    valid_profiles,
+)
+
+log = logging.getLogger("bigdataflow.stream")
+
+# Spark shows options and plan literals in its UI and logs: hide credentials and keys.
+REDACTED_OPTIONS = r"(?i)secret|password|token|access[.]key|jaas"
+REDACTED_PLAN_STRINGS = r"(?i)[0-9a-f]{64,}|X'[0-9A-F]{32,}'"
+
+
+def build_spark(settings: Settings) -> SparkSession:
+    builder = SparkSession.builder.appName("user-profiles-stream")
+    if not SparkSession.getActiveSession() and "spark.master" not in builder._options:
+        builder = builder.config("spark.master", settings.stream.spark_master)  # spark-submit --master wins
+    conf = {
+        "spark.sql.session.timeZone": "UTC",  # dates are stored as UTC calendar dates
+        "spark.redaction.regex": REDACTED_OPTIONS,
+        "spark.sql.redaction.string.regex": REDACTED_PLAN_STRINGS,
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.sql.shuffle.partitions": "8",
+        **cassandra_spark_conf(settings.cassandra),
+    }
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+class ProfileBatchWriter:
+    """``foreachBatch`` handler of the ``profiles`` query."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        profiles: ProfileStore,
+        dead_letters: DeadLetterSink,
+        batches: AggregateStore,
+        max_message_bytes: int,
+    ) -> None:
+        self._keys = keys
+        self._profiles = profiles
+        self._dead_letters = dead_letters
+        self._batches = batches
+        self._max_message_bytes = max_message_bytes
+
+    def __call__(self, messages: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        parsed = parse_messages(messages, self._max_message_bytes).persist()
+        try:
+            received = parsed.count()
+            rejected = rejected_messages(parsed)
+            dead_lettered = rejected.count()
+            if dead_lettered:
+                self._dead_letters.write(rejected)
+            self._profiles.write(protect(normalize(valid_profiles(parsed)), self._keys))
+        finally:
+            parsed.unpersist()
+        counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
+        self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
+        log.info(
+            "profiles batch written",
+            extra={
+                "fields": {"batch_id": batch_id, **counts, "seconds": round(time.monotonic() - started, 3)}
+            },
+        )
+
+
+class AggregateBatchWriter:
+    """``foreachBatch`` handler of the ``aggregates`` query: changed counts, absolute values."""
+
+    def __init__(self, store: AggregateStore) -> None:
+        self._store = store
+
+    def __call__(self, changed: DataFrame, batch_id: int) -> None:
+        rows = [row.asDict() for row in changed.collect()]  # one row per changed key: small
+        now = dt.datetime.now(dt.UTC)
+        if rows:
+            self._store.upsert(rows, now)
+        self._store.record_batch("aggregates", batch_id, {"keys_updated": len(rows)}, now)
+        log.info(
+            "aggregates batch written", extra={"fields": {"batch_id": batch_id, "keys_updated": len(rows)}}
+        )
+
+
+def aggregate_stream(messages: DataFrame, max_message_bytes: int) -> DataFrame:
+    """Counts per (collection, key) over distinct user ids; only non-personal columns kept."""
+    distinct_users = (
+        normalize(valid_profiles(parse_messages(messages, max_message_bytes)))
+        .select("user_id", "nationality", "gender", "email_domain", "birth_date", "registered_at")
+        .dropDuplicates(["user_id"])
+    )
+    return aggregate(aggregate_facts(distinct_users))
+
+
+def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
+    kafka, stream = settings.kafka, settings.stream
+    return (
+        spark.readStream.format("kafka")
+        .options(**kafka_client_options(kafka))
+        .option("subscribe", kafka.topic)
+        .option("startingOffsets", stream.starting_offsets)
+        .option("maxOffsetsPerTrigger", stream.max_offsets_per_trigger)
+        .option("groupIdPrefix", kafka.consumer_group_prefix)  # what the consumer-group ACL allows
+        .load()
+    )
+
+
+def start_queries(
+    messages: DataFrame,
+    checkpoint_location: str,
+    trigger_interval: str,
+    profile_writer: ProfileBatchWriter,
+    aggregate_writer: AggregateBatchWriter,
+    max_message_bytes: int,
+) -> list[StreamingQuery]:
+    checkpoint = checkpoint_location.rstrip("/")
+    profiles = (
+        messages.writeStream.queryName("profiles")
+        .foreachBatch(profile_writer)
+        .option("checkpointLocation", f"{checkpoint}/profiles")
+        .trigger(processingTime=trigger_interval)
+        .start()
+    )
+    aggregates = (
+        aggregate_stream(messages, max_message_bytes)
+        .writeStream.queryName("aggregates")
+        .outputMode("update")
+        .foreachBatch(aggregate_writer)
+        .option("checkpointLocation", f"{checkpoint}/aggregates")
+        .trigger(processingTime=trigger_interval)
+        .start()
+    )
+    return [profiles, aggregates]
+
+
+def _stop_on_sigterm(spark: SparkSession, queries: list[StreamingQuery]) -> None:
+    """systemd stops the unit with SIGTERM: finish cleanly so the checkpoint stays consistent."""
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("stopping on signal", extra={"fields": {"signal": signum}})
+        for query in queries:
+            query.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run(settings: Settings) -> None:
+    settings.require("cassandra", "mongodb", "keys", "stream")
+    keys = load_keyring(settings.keys.key_file)
+    store = MongoAggregateStore(settings.mongodb)
+    spark = build_spark(settings)
+    spark.sparkContext.setLogLevel("WARN")
+    writer = ProfileBatchWriter(
+        keys,
+        CassandraProfileStore(settings.cassandra),
+        KafkaDeadLetterSink(settings.kafka),
+        store,
+        settings.stream.max_message_bytes,
+    )
+    queries = start_queries(
+        read_kafka(spark, settings),
+        settings.stream.checkpoint_location,
+        settings.stream.trigger_interval,
+        writer,
+        AggregateBatchWriter(store),
+        settings.stream.max_message_bytes,
+    )
+    _stop_on_sigterm(spark, queries)
+    log.info(
+        "stream job started",
+        extra={"fields": {"topic": settings.kafka.topic, "active_key_id": keys.active_key_id}},
+    )
+    spark.streams.awaitAnyTermination()
+    failed = [query for query in queries if query.exception() is not None]
+    for query in failed:
+        log.error("query failed", extra={"fields": {"query": query.name, "error": str(query.exception())}})
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BDF_CONFIG",
+    help="TOML configuration (default: $BDF_CONFIG or /etc/bigdataflow/bigdataflow.toml).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(config_path: Path | None, verbose: bool) -> None:
+    """Run the GDPR transformation stream: Kafka -> Cassandra + MongoDB aggregates."""
+    setup_logging(verbose)
+    try:
+        settings = load_settings(config_path)
+        run(settings)
+    except ConfigError as exc:
+        log.error("configuration error", extra={"fields": {"error": str(exc)}})
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The GDPR transformation, as plain ``DataFrame -> DataFrame`` functions.
+
+Chain: Kafka messages -> ``parse_messages`` (profile struct + rejection reason) ->
+valid rows -> ``normalize`` (plain-text working columns, never stored) -> either
+``protect`` (the Cassandra row: personal data encrypted, secrets gone) or
+``aggregate_facts`` / ``aggregate`` (counts without personal data, for MongoDB).
+
+Everything runs as Spark built-ins in the JVM: no row passes through Python.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.keyring import KeyRing, associated_data, envelope_header
+from jobs.schema import CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UNKNOWN = "unknown"
+
+# Plain-text working column -> stored encrypted column. The stored column name is
+# part of the GCM associated data, so ciphertexts cannot be swapped between columns.
+ENCRYPTED_COLUMNS = {
+    "full_name": "full_name_enc",
+    "full_address": "address_enc",
+    "email": "email_enc",
+    "phone": "phone_enc",
+    "cell": "cell_enc",
+}
+
+# What happens to every field of the input record. The GDPR register (gdpr/) is
+# checked against this table and this table against the code (tests/unit).
+FIELD_TREATMENT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gender": ("kept", ("gender",)),
+    "name.title": ("encrypted", ("full_name_enc",)),
+    "name.first": ("encrypted", ("full_name_enc",)),
+    "name.last": ("encrypted", ("full_name_enc",)),
+    "location.street.number": ("encrypted", ("address_enc",)),
+    "location.street.name": ("encrypted", ("address_enc",)),
+    "location.city": ("encrypted", ("address_enc",)),
+    "location.state": ("encrypted", ("address_enc",)),
+    "location.postcode": ("encrypted", ("address_enc",)),
+    "location.country": ("kept", ("country", "address_enc")),
+    "location.coordinates.latitude": ("dropped", ()),
+    "location.coordinates.longitude": ("dropped", ()),
+    "location.timezone.offset": ("dropped", ()),
+    "location.timezone.description": ("dropped", ()),
+    "email": ("encrypted", ("email_enc", "email_pseudonym", "email_domain")),
+    "login.uuid": ("kept", ("user_id",)),
+    "login.username": ("dropped", ()),
+    "login.password": ("dropped", ()),
+    "login.salt": ("dropped", ()),
+    "login.md5": ("dropped", ()),
+    "login.sha1": ("dropped", ()),
+    "login.sha256": ("dropped", ()),
+    "dob.date": ("derived", ("birth_date", "birth_year", "birth_month", "birth_day")),
+    "dob.age": ("dropped", ()),
+    "registered.date": (
+        "derived",
+        ("registered_at", "registered_year", "registered_month", "registered_day"),
+    ),
+    "registered.age": ("dropped", ()),
+    "phone": ("encrypted", ("phone_enc",)),
+    "cell": ("encrypted", ("cell_enc",)),
+    "id.name": ("dropped", ()),
+    "id.value": ("dropped", ()),
+    "picture.large": ("dropped", ()),
+    "picture.medium": ("dropped", ()),
+    "picture.thumbnail": ("dropped", ()),
+    "nat": ("kept", ("nationality",)),
+}
+
+AGGREGATE_COLLECTIONS = (
+    "users_by_nationality",
+    "users_by_gender",
+    "users_by_nationality_gender",
+    "email_domains",
+    "users_by_birth_month",
+    "registrations_by_month",
+    "totals",
+)
+
+
+def _aggregate_keys() -> dict[str, Column]:
+    """One MongoDB collection per aggregate, and the key each profile counts under.
+
+    Ages are not counted (they go stale): birth months are; readers derive ages and bands.
+    """
+    keys = {
+        "users_by_nationality": F.col("nationality"),
+        "users_by_gender": F.col("gender"),
+        "users_by_nationality_gender": F.concat_ws("|", "nationality", "gender"),
+        "email_domains": F.col("email_domain"),
+        "users_by_birth_month": F.date_format("birth_date", "yyyy-MM"),
+        "registrations_by_month": F.date_format("registered_at", "yyyy-MM"),
+        "totals": F.lit("all"),
+    }
+    assert tuple(keys) == AGGREGATE_COLLECTIONS
+    return keys
+
+
+def _blank_to_null(column: Column) -> Column:
+    return F.when(column != "", column)
+
+
+def _iso_timestamp(column: Column) -> Column:
+    """ISO-8601 text to a timestamp (an instant); null when it does not parse."""
+    return column.cast("timestamp")
+
+
+def _rejection_reason(max_message_bytes: int) -> Column:
+    """Why a message cannot become a profile, or null when it can.
+
+    The first failing stage explains itself: an empty or oversize message is not
+    parsed at all, broken JSON is not checked field by field.
+    """
+    size = F.length("value")
+    profile = F.col("profile")
+    field_problems = F.concat_ws(
+        "; ",
+        F.when(profile.login.uuid.isNull(), F.lit("missing login.uuid")).when(
+            ~profile.login.uuid.rlike(UUID_PATTERN), F.lit("login.uuid is not a UUID")
+        ),
+        F.when(_blank_to_null(profile.nat).isNull(), F.lit("missing nat")),
+        F.when(profile.dob.date.isNull(), F.lit("missing dob.date")).when(
+            _iso_timestamp(profile.dob.date).isNull(), F.lit("dob.date is not an ISO-8601 timestamp")
+        ),
+        F.when(profile.registered.date.isNull(), F.lit("missing registered.date")).when(
+            _iso_timestamp(profile.registered.date).isNull(),
+            F.lit("registered.date is not an ISO-8601 timestamp"),
+        ),
+    )
+    return F.coalesce(
+        F.when(F.col("value").isNull() | (size == 0), F.lit("empty message")),
+        F.when(
+            size > max_message_bytes,
+            F.format_string("message of %d bytes exceeds the limit of %d", size, F.lit(max_message_bytes)),
+        ),
+        F.when(
+            profile[CORRUPT_RECORD_COLUMN].isNotNull(),
+            F.lit("not a JSON object, or a field has the wrong type"),
+        ),
+        _blank_to_null(field_problems),
+    )
+
+
+def parse_messages(messages: DataFrame, max_message_bytes: int) -> DataFrame:
+    """Kafka rows (key, value, topic, partition, offset, timestamp) + ``profile`` + ``rejection``."""
+    size_ok = F.length("value") <= max_message_bytes
+    text = F.when(size_ok, F.col("value").cast("string"))
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD_COLUMN}
+    return messages.withColumn("profile", F.from_json(text, PARSE_SCHEMA, options)).withColumn(
+        "rejection", _rejection_reason(max_message_bytes)
+    )
+
+
+def valid_profiles(parsed: DataFrame) -> DataFrame:
+    return parsed.where(F.col("rejection").isNull())
+
+
+def rejected_messages(parsed: DataFrame) -> DataFrame:
+    """The dead-letter record: the original key and bytes, the reason and origin as headers."""
+    header = lambda name, value: F.struct(F.lit(name).alias("key"), value.cast("binary").alias("value"))  # noqa: E731
+    return parsed.where(F.col("rejection").isNotNull()).select(
+        "key",
+        "value",
+        F.array(
+            header("dlq.reason", F.col("rejection")),
+            header("dlq.source.topic", F.col("topic")),
+            header("dlq.source.partition", F.col("partition").cast("string")),
+            header("dlq.source.offset", F.col("offset").cast("string")),
+        ).alias("headers"),
+    )
+
+
+def _full_name(profile: Column) -> Column:
+    return _blank_to_null(
+        F.concat_ws(" ", profile["name"].title, profile["name"].first, profile["name"].last)
+    )
+
+
+def _full_address(profile: Column) -> Column:
+    location = profile.location
+    street = F.concat_ws(" ", location.street.number.cast("string"), location.street["name"])
+    return _blank_to_null(
+        F.concat_ws(
+            ", ", _blank_to_null(street), location.city, location.state, location.postcode, location.country
+        )
+    )
+
+
+def _email_domain(email: Column) -> Column:
+    normalized = F.lower(F.trim(email))
+    return F.when(normalized.contains("@"), _blank_to_null(F.substring_index(normalized, "@", -1)))
+
+
+def normalize(valid: DataFrame) -> DataFrame:
+    """Plain-text working columns of a valid profile. Held in memory only, never stored.
+
+    Dates become UTC timestamps/dates (the session time zone must be UTC, see
+    ``jobs.stream.build_spark``); the ``age`` fields and the secrets are not selected.
+    """
+    profile = F.col("profile")
+    registered_at = _iso_timestamp(profile.registered.date)
+    return valid.select(
+        F.lower(profile.login.uuid).alias("user_id"),
+        F.upper(profile.nat).alias("nationality"),
+        F.coalesce(F.lower(_blank_to_null(profile.gender)), F.lit(UNKNOWN)).alias("gender"),
+        _blank_to_null(profile.location.country).alias("country"),
+        _full_name(profile).alias("full_name"),
+        _full_address(profile).alias("full_address"),
+        _blank_to_null(profile.email).alias("email"),
+        _email_domain(profile.email).alias("email_domain"),
+        _blank_to_null(profile.phone).alias("phone"),
+        _blank_to_null(profile.cell).alias("cell"),
+        F.to_date(_iso_timestamp(profile.dob.date)).alias("birth_date"),
+        registered_at.alias("registered_at"),
+        F.col("timestamp").alias("produced_at"),
+    )
+
+
+def _date_parts(column: str, prefix: str) -> list[Column]:
+    return [
+        F.year(column).alias(f"{prefix}_year"),
+        F.month(column).alias(f"{prefix}_month"),
+        F.dayofmonth(column).alias(f"{prefix}_day"),
+    ]
+
+
+def encrypt_column(column: str, stored_name: str, keys: KeyRing) -> Column:
+    """AES-256-GCM in the JVM; output is the envelope described in ``jobs.keyring``."""
+    header = envelope_header(keys.active_key_id)
+    sealed = F.aes_encrypt(
+        F.col(column),
+        F.lit(keys.active_key),
+        F.lit("GCM"),
+        F.lit("DEFAULT"),
+        F.lit(""),  # empty IV: Spark draws a random 12-byte IV per value
+        F.lit(associated_data(header, stored_name)),
+    )
+    return F.concat(F.lit(header), sealed).alias(stored_name)
+
+
+def email_pseudonym(column: str, keys: KeyRing) -> Column:
+    """HMAC-SHA256 of the normalized email, from two SHA-256 built-ins (RFC 2104)."""
+    inner_pad, outer_pad = keys.hmac_pads()
+    message = F.encode(F.lower(F.trim(F.col(column))), "UTF-8")
+    inner = F.unhex(F.sha2(F.concat(F.lit(inner_pad), message), 256))
+    return F.sha2(F.concat(F.lit(outer_pad), inner), 256)
+
+
+def protect(normalized: DataFrame, keys: KeyRing) -> DataFrame:
+    """The stored row (``STORED_SCHEMA``): personal data encrypted, the rest minimised."""
+    return normalized.select(
+        "user_id",
+        "nationality",
+        "gender",
+        "country",
+        *(encrypt_column(plain, stored, keys) for plain, stored in ENCRYPTED_COLUMNS.items()),
+        email_pseudonym("email", keys).alias("email_pseudonym"),
+        "email_domain",
+        "birth_date",
+        *_date_parts("birth_date", "birth"),
+        "registered_at",
+        *_date_parts("registered_at", "registered"),
+        F.lit(keys.active_key_id).alias("key_id"),
+        "produced_at",
+        F.current_timestamp().alias("stored_at"),
+    ).select(*STORED_SCHEMA.fieldNames())
+
+
+def aggregate_facts(normalized: DataFrame) -> DataFrame:
+    """(user_id, collection, key, birth_epoch_day): what each profile contributes."""
+    keys = F.array(
+        *(
+            F.struct(
+                F.lit(name).alias("collection"), F.coalesce(key.cast("string"), F.lit(UNKNOWN)).alias("key")
+            )
+            for name, key in _aggregate_keys().items()
+        )
+    )
+    return normalized.select(
+        "user_id",
+        F.datediff("birth_date", F.lit("1970-01-01").cast("date")).alias("birth_epoch_day"),
+        F.explode(keys).alias("fact"),
+    ).select("user_id", "fact.collection", "fact.key", "birth_epoch_day")
+
+
+def aggregate(facts: DataFrame) -> DataFrame:
+    """Users per (collection, key), and the sum of their birth days for average ages."""
+    return facts.groupBy("collection", "key").agg(
+        F.count(F.lit(1)).alias("users"),
+        F.sum("birth_epoch_day").alias("birth_epoch_day_sum"),
+    )

@@ -1,0 +1,178 @@
+"""Aggregates equal an independent count, and replays or restarts never double count."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from jobs.aggregates import EPOCH, age_bands, age_on, average_age
+from jobs.stream import AggregateBatchWriter, ProfileBatchWriter, aggregate_stream
+from jobs.transform import aggregate, aggregate_facts, normalize, parse_messages, valid_profiles
+from tests.factories import generated_profiles
+from tests.messages import kafka_frame
+
+MAX_BYTES = 65_536
+
+
+class InMemoryAggregateStore:
+    """Stands in for MongoDB in unit tests: the same replace-by-key semantics."""
+
+    def __init__(self) -> None:
+        self.collections: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self.batches: dict[str, dict[str, Any]] = {}
+
+    def upsert(self, rows, updated_at):
+        from jobs.aggregates import to_documents
+
+        for name, documents in to_documents(rows, updated_at).items():
+            for document in documents:
+                self.collections[name][document["_id"]] = document
+
+    def record_batch(self, query, batch_id, counts, at):
+        self.batches[f"{query}:{batch_id}"] = dict(counts)
+
+    def counts(self) -> dict[str, dict[str, tuple[int, int]]]:
+        return {
+            name: {key: (doc["users"], doc["birth_epoch_day_sum"]) for key, doc in docs.items()}
+            for name, docs in self.collections.items()
+        }
+
+
+def independent_counts(profiles: list[Mapping[str, Any]]) -> dict[str, dict[str, tuple[int, int]]]:
+    """The expected aggregates, computed in plain Python from the raw input."""
+    distinct = {p["login"]["uuid"]: p for p in profiles}.values()
+    counts: dict[str, dict[str, list[int]]] = collections.defaultdict(
+        lambda: collections.defaultdict(lambda: [0, 0])
+    )
+    for p in distinct:
+        birth = dt.date.fromisoformat(p["dob"]["date"][:10])
+        email = p.get("email")
+        keys = {
+            "users_by_nationality": p["nat"],
+            "users_by_gender": p["gender"],
+            "users_by_nationality_gender": f"{p['nat']}|{p['gender']}",
+            "email_domains": email.split("@")[1].lower() if email else "unknown",
+            "users_by_birth_month": p["dob"]["date"][:7],
+            "registrations_by_month": p["registered"]["date"][:7],
+            "totals": "all",
+        }
+        for name, key in keys.items():
+            counts[name][key][0] += 1
+            counts[name][key][1] += (birth - EPOCH).days
+    return {name: {key: tuple(v) for key, v in keys.items()} for name, keys in counts.items()}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return generated_profiles(400, seed="aggregate-tests")
+
+
+@pytest.mark.spark
+def test_batch_aggregates_equal_an_independent_count(spark, sample):
+    valid = normalize(valid_profiles(parse_messages(kafka_frame(spark, sample), MAX_BYTES)))
+    store = InMemoryAggregateStore()
+    store.upsert(
+        [row.asDict() for row in aggregate(aggregate_facts(valid)).collect()], dt.datetime.now(dt.UTC)
+    )
+    assert store.counts() == independent_counts(sample)
+
+
+@pytest.mark.spark
+def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, sample):
+    valid = normalize(valid_profiles(parse_messages(kafka_frame(spark, sample), MAX_BYTES)))
+    changed = aggregate(aggregate_facts(valid))
+    store = InMemoryAggregateStore()
+    writer = AggregateBatchWriter(store)
+    writer(changed, 0)
+    once = store.counts()
+    writer(changed, 0)
+    assert store.counts() == once == independent_counts(sample)
+
+
+@pytest.mark.spark
+def test_stream_restart_and_resent_profiles_never_double_count(spark, sample, tmp_path):
+    """Two runs from one checkpoint; the second input re-sends half of the first."""
+    from pyspark.sql import functions as F
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    store = InMemoryAggregateStore()
+
+    def run_once() -> None:
+        lines = spark.readStream.format("text").load(str(incoming))
+        messages = lines.select(
+            F.lit(None).cast("binary").alias("key"),
+            F.col("value").cast("binary").alias("value"),
+            F.lit("user_profiles").alias("topic"),
+            F.lit(0).alias("partition"),
+            F.lit(0).cast("long").alias("offset"),
+            F.current_timestamp().alias("timestamp"),
+        )
+        query = (
+            aggregate_stream(messages, MAX_BYTES)
+            .writeStream.outputMode("update")
+            .foreachBatch(AggregateBatchWriter(store))
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+
+    first, second = sample[:250], sample[125:]
+    (incoming / "part-1.json").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in first))
+    run_once()
+    assert store.counts() == independent_counts(first)
+    (incoming / "part-2.json").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in second))
+    run_once()
+    assert store.counts() == independent_counts(sample)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.rows: dict[Any, Any] = {}
+
+    def write(self, frame) -> None:
+        for row in frame.collect():
+            self.rows[row[0] if row[0] is not None else len(self.rows)] = row
+
+
+@pytest.mark.spark
+def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample):
+    messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}])
+    profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
+    writer = ProfileBatchWriter(keys, profiles, dead, store, MAX_BYTES)
+    writer(messages, 7)
+    writer(messages, 7)
+    assert set(profiles.rows) == {p["login"]["uuid"] for p in sample[:20]}
+    assert store.batches == {"profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2}}
+
+
+def test_average_age_is_derived_from_the_mean_birth_day():
+    births = [dt.date(1990, 1, 1), dt.date(2000, 1, 1)]
+    document = {"users": 2, "birth_epoch_day_sum": sum((b - EPOCH).days for b in births)}
+    assert average_age(document, dt.date(2030, 1, 1)) == pytest.approx(35.0, abs=0.01)
+    assert average_age({"users": 0, "birth_epoch_day_sum": 0}, dt.date(2030, 1, 1)) is None
+
+
+def test_leap_day_birthday_ages_on_first_of_march():
+    born = dt.date(1992, 2, 29)
+    assert age_on(born, dt.date(2026, 2, 28)) == 33
+    assert age_on(born, dt.date(2026, 3, 1)) == 34
+    assert age_on(born, dt.date(2028, 2, 29)) == 36
+
+
+def test_age_bands_place_birth_months_by_age_today():
+    documents = [
+        {"_id": "2010-06", "users": 3},
+        {"_id": "2000-01", "users": 2},
+        {"_id": "1950-12", "users": 1},
+        {"_id": "unknown", "users": 9},
+    ]
+    bands = age_bands(documents, dt.date(2026, 11, 27))
+    assert bands["0-17"] == 3 and bands["25-34"] == 2 and bands["65+"] == 1
+    assert sum(bands.values()) == 6

@@ -1,0 +1,236 @@
+"""The GDPR transformation, field by field, on generated profiles (local SparkSession)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import hmac
+
+import pytest
+
+from jobs.keyring import DecryptionError, rotated
+from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA
+from jobs.transform import (
+    ENCRYPTED_COLUMNS,
+    FIELD_TREATMENT,
+    normalize,
+    parse_messages,
+    protect,
+    rejected_messages,
+    valid_profiles,
+)
+from tests.factories import generated_profiles, leaf_values
+from tests.messages import kafka_frame
+
+pytestmark = pytest.mark.spark
+MAX_BYTES = 65_536
+
+
+def stored_rows(spark, profiles, keys):
+    parsed = parse_messages(kafka_frame(spark, profiles), MAX_BYTES)
+    return {row.user_id: row for row in protect(normalize(valid_profiles(parsed)), keys).collect()}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """Enough generated profiles that every nationality and quirk shows up."""
+    return generated_profiles(300, seed="transform-tests")
+
+
+def test_every_generated_profile_is_valid_and_stored_once(spark, keys, sample):
+    rows = stored_rows(spark, sample, keys)
+    assert set(rows) == {p["login"]["uuid"] for p in sample}
+
+
+def test_full_name_is_title_first_last_encrypted(spark, keys, sample):
+    rows = stored_rows(spark, sample, keys)
+    for profile in sample:
+        name = profile["name"]
+        expected = " ".join(part for part in (name["title"], name["first"], name["last"]) if part)
+        assert keys.decrypt(rows[profile["login"]["uuid"]].full_name_enc, "full_name_enc") == expected
+
+
+def test_full_address_keeps_alphanumeric_and_numeric_postcodes(spark, keys, sample):
+    rows = stored_rows(spark, sample, keys)
+    postcode_kinds = set()
+    for profile in sample:
+        loc = profile["location"]
+        postcode_kinds.add(type(loc["postcode"]))
+        street = f"{loc['street']['number']} {loc['street']['name']}"
+        expected = ", ".join([street, loc["city"], loc["state"], str(loc["postcode"]), loc["country"]])
+        assert keys.decrypt(rows[profile["login"]["uuid"]].address_enc, "address_enc") == expected
+    assert postcode_kinds == {int, str}, "the sample must hold both postcode kinds"
+
+
+def test_email_phone_cell_decrypt_with_python_cryptography(spark, keys, sample):
+    rows = stored_rows(spark, sample, keys)
+    for profile in sample:
+        row = rows[profile["login"]["uuid"]]
+        for field in ("email", "phone", "cell"):
+            assert (
+                keys.decrypt(getattr(row, ENCRYPTED_COLUMNS[field]), ENCRYPTED_COLUMNS[field])
+                == profile[field]
+            )
+
+
+def test_same_plaintext_encrypts_differently_each_time(spark, keys, sample):
+    twin = copy.deepcopy(sample[0])
+    twin["login"]["uuid"] = "00000000-0000-4000-8000-000000000001"
+    rows = stored_rows(spark, [sample[0], twin], keys)
+    first, second = rows.values()
+    assert first.email_enc != second.email_enc  # random IV: equal emails are not linkable
+
+
+def test_ciphertext_moved_to_another_column_does_not_decrypt(spark, keys, sample):
+    row = next(iter(stored_rows(spark, sample[:1], keys).values()))
+    with pytest.raises(DecryptionError):
+        keys.decrypt(row.phone_enc, "cell_enc")
+
+
+def test_rotated_key_encrypts_new_rows_and_old_rows_still_decrypt(spark, keys, sample):
+    old_row = stored_rows(spark, sample[:1], keys)[sample[0]["login"]["uuid"]]
+    newer = rotated(keys)
+    new_row = stored_rows(spark, sample[:1], newer)[sample[0]["login"]["uuid"]]
+    assert (old_row.key_id, new_row.key_id) == (1, 2)
+    assert new_row.email_enc[1:3] == (2).to_bytes(2, "big")
+    assert newer.decrypt(old_row.email_enc, "email_enc") == newer.decrypt(new_row.email_enc, "email_enc")
+    with pytest.raises(DecryptionError, match="key id 2"):
+        keys.decrypt(new_row.email_enc, "email_enc")
+
+
+def test_email_pseudonym_is_hmac_sha256_of_normalized_email(spark, keys, sample):
+    shouting = copy.deepcopy(sample[0])
+    shouting["email"] = "  " + shouting["email"].upper() + " "
+    row = next(iter(stored_rows(spark, [shouting], keys).values()))
+    expected = hmac.new(keys.pseudonym_key, sample[0]["email"].lower().encode(), hashlib.sha256).hexdigest()
+    assert row.email_pseudonym == expected == keys.pseudonym(shouting["email"])
+    assert row.email_domain == sample[0]["email"].split("@")[1].lower()
+
+
+def test_dates_are_utc_with_year_month_day_hierarchy_including_leap_day(spark, keys, sample):
+    leap = copy.deepcopy(sample[0])
+    leap["dob"] = {"date": "1992-02-29T23:59:59.999Z", "age": 34}
+    leap["registered"] = {"date": "2012-11-03T17:05:48.120Z", "age": 14}
+    row = next(iter(stored_rows(spark, [leap], keys).values()))
+    assert row.birth_date == dt.date(1992, 2, 29)
+    assert (row.birth_year, row.birth_month, row.birth_day) == (1992, 2, 29)
+    assert row.registered_at.replace(tzinfo=None) == dt.datetime(2012, 11, 3, 17, 5, 48, 120000)
+    assert (row.registered_year, row.registered_month, row.registered_day) == (2012, 11, 3)
+
+
+def test_stored_row_has_exactly_the_declared_columns_and_no_age_or_secret(spark, keys, sample):
+    parsed = parse_messages(kafka_frame(spark, sample[:3]), MAX_BYTES)
+    stored = protect(normalize(valid_profiles(parsed)), keys)
+    assert stored.schema.fieldNames() == STORED_SCHEMA.fieldNames()
+    forbidden = ("age", "password", "salt", "md5", "sha1", "sha256", "username", "picture", "latitude")
+    assert not [c for c in stored.columns for word in forbidden if word in c.split("_")]
+
+
+def test_missing_optional_values_become_null_not_empty_strings(spark, keys, sample):
+    sparse = copy.deepcopy(sample[0])
+    sparse["name"]["title"] = None
+    sparse["phone"] = None
+    sparse["cell"] = ""
+    sparse["email"] = None
+    sparse["location"]["street"]["number"] = None
+    row = next(iter(stored_rows(spark, [sparse], keys).values()))
+    assert (
+        keys.decrypt(row.full_name_enc, "full_name_enc")
+        == f"{sparse['name']['first']} {sparse['name']['last']}"
+    )
+    assert keys.decrypt(row.address_enc, "address_enc").startswith(
+        sparse["location"]["street"]["name"] + ", "
+    )
+    assert (row.phone_enc, row.cell_enc, row.email_enc, row.email_pseudonym, row.email_domain) == (None,) * 5
+
+
+def test_no_input_text_appears_in_plain_anywhere_in_stored_rows(spark, keys, sample):
+    """Scan every column, binary ones included, for every personal or secret input value."""
+    rows = stored_rows(spark, sample, keys)
+    kept_as_is = {"gender", "nat", "location.country", "login.uuid", "location.timezone.offset"}
+    hex_columns = {"user_id", "email_pseudonym"}  # hex digests: digit runs would match by chance
+    for profile in sample:
+        row = rows[profile["login"]["uuid"]]
+        haystack = " ".join(
+            value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
+            for column, value in row.asDict().items()
+            if column not in hex_columns
+        ).lower()
+        for path, value in leaf_values(profile):
+            if path in kept_as_is or path.endswith(".age") or value is None or len(str(value)) < 4:
+                continue
+            if path in ("dob.date", "registered.date"):
+                continue  # stored as proper date/timestamp types, by design
+            assert str(value).lower() not in haystack, f"{path} leaked in plain text"
+
+
+def test_every_input_field_has_a_treatment_and_every_stored_column_a_source():
+    def leaves(struct, prefix=""):
+        for field in struct.fields:
+            name = f"{prefix}{field.name}"
+            if hasattr(field.dataType, "fields"):
+                yield from leaves(field.dataType, name + ".")
+            else:
+                yield name
+
+    assert set(leaves(PROFILE_SCHEMA)) == set(FIELD_TREATMENT)
+    produced = {column for _, columns in FIELD_TREATMENT.values() for column in columns}
+    bookkeeping = {"key_id", "produced_at", "stored_at"}
+    assert produced | bookkeeping == set(STORED_SCHEMA.fieldNames())
+    for path, (treatment, columns) in FIELD_TREATMENT.items():
+        assert (treatment == "dropped") == (not columns), path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda p: "this is not json", "not a JSON object, or a field has the wrong type"),
+        (lambda p: "[1, 2, 3]", "not a JSON object, or a field has the wrong type"),
+        (lambda p: "", "empty message"),
+        (lambda p: None, "empty message"),
+        (lambda p: {**p, "pad": "x" * MAX_BYTES}, "exceeds the limit of 65536"),
+        (lambda p: {**p, "login": {**p["login"], "uuid": None}}, "missing login.uuid"),
+        (lambda p: {**p, "login": {**p["login"], "uuid": "not-a-uuid"}}, "login.uuid is not a UUID"),
+        (lambda p: {**p, "nat": None}, "missing nat"),
+        (lambda p: {**p, "dob": {"date": "last tuesday", "age": 3}}, "dob.date is not an ISO-8601 timestamp"),
+        (lambda p: {**p, "registered": {"age": 3}}, "missing registered.date"),
+        (
+            lambda p: {**p, "location": {**p["location"], "street": {"number": "twelve", "name": "x"}}},
+            "not a JSON object, or a field has the wrong type",
+        ),
+    ],
+    ids=[
+        "not-json",
+        "json-array",
+        "empty",
+        "null-value",
+        "oversize",
+        "no-uuid",
+        "bad-uuid",
+        "no-nat",
+        "bad-dob",
+        "no-registered",
+        "wrong-type",
+    ],
+)
+def test_malformed_message_is_dead_lettered_with_its_reason_and_original_bytes(spark, sample, mutate, reason):
+    good = sample[0]
+    bad = mutate(copy.deepcopy(good))
+    parsed = parse_messages(kafka_frame(spark, [good, bad]), MAX_BYTES)
+    assert valid_profiles(parsed).count() == 1
+    (letter,) = rejected_messages(parsed).collect()
+    headers = {h.key: bytes(h.value).decode() for h in letter.headers}
+    assert reason in headers["dlq.reason"]
+    assert headers["dlq.source.offset"] == "1"
+    assert headers["dlq.source.topic"] == "user_profiles"
+    from tests.messages import encode
+
+    assert (bytes(letter.value) if letter.value is not None else None) == encode(bad)
+
+
+def test_several_field_problems_are_all_named(spark, sample):
+    bad = {**copy.deepcopy(sample[0]), "nat": None, "dob": {"date": "never"}}
+    (letter,) = rejected_messages(parse_messages(kafka_frame(spark, [bad]), MAX_BYTES)).collect()
+    reason = dict((h.key, bytes(h.value).decode()) for h in letter.headers)["dlq.reason"]
+    assert reason == "missing nat; dob.date is not an ISO-8601 timestamp"
