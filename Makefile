@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/bigdataflow.example.toml
 PYTEST_ARGS ?=
+INVENTORY ?= inventory/vagrant
+ANSIBLE_ARGS ?=
+PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS)
 
 .PHONY: help
 help: ## List the targets
@@ -47,6 +50,32 @@ offline-source: install ## Serve the offline randomuser.me API on 127.0.0.1:8080
 .PHONY: produce
 produce: install ## Publish COUNT profiles with CONFIG (default config/bigdataflow.example.toml)
 	$(BIN)/bdf-producer --config $(CONFIG) --count $${COUNT:-1000}
+
+.PHONY: artifacts
+artifacts: install ## Fetch/assemble every pinned artifact once into .artifacts/ (checksums in manifest.json)
+	$(BIN)/ansible-playbook playbooks/artifacts.yml $(ANSIBLE_ARGS)
+
+.PHONY: deploy
+deploy: artifacts ## Deploy the whole pipeline onto INVENTORY (default inventory/vagrant)
+	$(PLAYBOOK) playbooks/site.yml
+
+.PHONY: status
+status: install ## Every service on every host of INVENTORY, and the pipeline's health
+	$(PLAYBOOK) playbooks/status.yml
+
+.PHONY: lab-up
+lab-up: ## Start the local lab: Debian 12 systemd-nspawn machines on bridge bdf0 (root)
+	lab/lab.sh up
+
+.PHONY: lab-down
+lab-down: ## Stop the local lab and remove its bridge and NAT table
+	lab/lab.sh down
+
+.PHONY: demo
+demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print the URLs
+	$(MAKE) lab-up
+	$(MAKE) deploy INVENTORY=inventory/lab
+	@echo "Spark master UI: http://$$(awk '/spark1:/{getline; print $$2}' inventory/lab/hosts.yml):8080"
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches

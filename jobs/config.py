@@ -100,7 +100,7 @@ class DashboardSettings(_Section):
 
 
 class Settings(_Section):
-    kafka: KafkaSettings
+    kafka: KafkaSettings | None = None
     cassandra: CassandraSettings | None = None
     mongodb: MongoSettings | None = None
     keys: KeySettings | None = None

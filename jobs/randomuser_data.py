@@ -231,13 +231,20 @@ def _region(fakers: list[Faker]) -> str:
     raise LookupError(f"no region provider for {fake.locales}")
 
 
+# Faker sometimes omits the space the API (and the post office) puts in these postcodes.
+_UNSPACED_POSTCODE = {
+    "CA": (re.compile(r"[A-Z]\d[A-Z]\d[A-Z]\d"), 3),  # "V7E6L6" -> "V7E 6L6"
+    "IE": (re.compile(r"[A-Z0-9]{7}"), 3),  # Eircode "D02X285" -> "D02 X285"
+    "NL": (re.compile(r"\d{4}[A-Z]{2}"), 4),  # "1234AB" -> "1234 AB"
+}
+
+
 def _postcode(nat: str, raw: str) -> int | str:
     if SPECS[nat].numeric_postcode:
         return int(re.sub(r"\D", "", raw) or "0")
-    if nat == "IE" and re.fullmatch(r"[A-Z0-9]{7}", raw):  # Eircode without its space
-        return f"{raw[:3]} {raw[3:]}"
-    if nat == "NL" and re.fullmatch(r"\d{4}[A-Z]{2}", raw):  # "1234AB" -> "1234 AB"
-        return f"{raw[:4]} {raw[4:]}"
+    pattern, cut = _UNSPACED_POSTCODE.get(nat, (None, 0))
+    if pattern and pattern.fullmatch(raw):
+        return f"{raw[:cut]} {raw[cut:]}"
     return raw
 
 

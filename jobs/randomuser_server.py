@@ -17,7 +17,7 @@ is a prefix of a full one. Only the ``age`` fields follow the clock, as in the r
 from __future__ import annotations
 
 import base64
-import calendar
+import datetime as dt
 import hashlib
 import logging
 import random
@@ -25,7 +25,8 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import orjson
 
+from jobs.logs import setup_logging
 from jobs.randomuser_data import (
     ADJECTIVES,
     ANIMALS,
@@ -53,14 +55,19 @@ FIELDS = ("gender", "name", "location", "email", "login", "dob", "registered",
 FAULT_KINDS = ("500", "503", "429", "error", "delay", "truncate")
 
 
-def _span_ms(first_year: int, end_year: int) -> tuple[int, int]:
-    """(start, length) in epoch milliseconds of the years [first_year, end_year)."""
-    start, end = (calendar.timegm((y, 1, 1, 0, 0, 0)) * 1000 for y in (first_year, end_year))
-    return start, end - start
+def _days(first_year: int, end_year: int) -> tuple[tuple[str, int, tuple[int, int]], ...]:
+    """Every day of [first_year, end_year) as ("YYYY-MM-DD", year, (month, day)).
+
+    Picking a day from a table and adding a time of day skips a gmtime() per date.
+    """
+    first, end = dt.date(first_year, 1, 1).toordinal(), dt.date(end_year, 1, 1).toordinal()
+    days = (dt.date.fromordinal(n) for n in range(first, end))
+    return tuple((d.isoformat(), d.year, (d.month, d.day)) for d in days)
 
 
-_DOB_MS = _span_ms(1944, 2005)
-_REG_MS = _span_ms(2002, 2023)
+_BIRTH_DAYS = _days(1944, 2005)
+_REGISTRATION_DAYS = _days(2002, 2023)
+_MS_PER_DAY = 86_400_000
 _PICTURE = "https://randomuser.me/api/portraits/"
 
 
@@ -74,6 +81,8 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class Query:
+    """A validated API request."""
+
     results: int = 1
     page: int = 1
     seed: str = ""
@@ -125,19 +134,20 @@ def parse_query(params: Mapping[str, str]) -> Query:
     )
 
 
-def _date(ms: int, now: time.struct_time) -> dict[str, Any]:
-    """ISO-8601 UTC with milliseconds and Z, plus whole years elapsed at ``now``."""
-    t = time.gmtime(ms // 1000)
-    age = now.tm_year - t.tm_year - ((now.tm_mon, now.tm_mday) < (t.tm_mon, t.tm_mday))
-    date = (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms % 1000:03d}Z"
-    )
-    return {"date": date, "age": age}
+def _date(
+    r: Callable[[], float], days: Sequence[tuple[str, int, tuple[int, int]]], now: time.struct_time
+) -> dict[str, Any]:
+    """A random instant among ``days``: ISO-8601 UTC with milliseconds and Z, and whole years at ``now``."""
+    day, year, month_day = days[int(r() * len(days))]
+    seconds, ms = divmod(int(r() * _MS_PER_DAY), 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    age = now.tm_year - year - ((now.tm_mon, now.tm_mday) < month_day)
+    return {"date": f"{day}T{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}Z", "age": age}
 
 
 def _user(rng: random.Random, pool: Pool, gender: str, now: time.struct_time) -> dict[str, Any]:
-    # seq[int(random() * len)] is ~3x cheaper than rng.choice/randrange; this loop is the hot path.
+    # seq[int(random() * len)] costs about half of rng.choice/randrange; this is the hot path.
     r = rng.random
 
     def pick(seq: Sequence[Any]) -> Any:
@@ -192,8 +202,8 @@ def _user(rng: random.Random, pool: Pool, gender: str, now: time.struct_time) ->
             "sha1": hashlib.sha1(salted, usedforsecurity=False).hexdigest(),
             "sha256": hashlib.sha256(salted).hexdigest(),
         },
-        "dob": _date(_DOB_MS[0] + int(r() * _DOB_MS[1]), now),
-        "registered": _date(_REG_MS[0] + int(r() * _REG_MS[1]), now),
+        "dob": _date(r, _BIRTH_DAYS, now),
+        "registered": _date(r, _REGISTRATION_DAYS, now),
         "phone": pick(pool.phones),
         "cell": pick(pool.phones),
         "id": national_id,
@@ -214,7 +224,12 @@ def generate_users(
     gender: str | None = None,
     now: float | None = None,
 ) -> list[dict[str, Any]]:
-    """The first ``count`` users of (seed, page) as the API returns them, in process."""
+    """The first ``count`` users of (seed, page) as the API returns them, in process.
+
+    ``nats`` are API codes (``("FI", "TR")``; empty: all). Same arguments, same users,
+    except ``age`` fields, which are whole years at ``now`` (default: the clock).
+    """
+    nats = tuple(n.upper() for n in nats)
     pools = build_pools()
     chosen = [pools[n] for n in (nats or NATIONALITIES)]
     # A str seed is hashed with SHA-512 by random.Random: stable across processes and runs.
@@ -275,6 +290,7 @@ class Faults:
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    injected: dict[str, int] = field(init=False, default_factory=dict)  # kind -> count, for checks
     _served: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -290,10 +306,13 @@ class Faults:
         with self._lock:
             n, self._served = self._served, self._served + 1
             if n < self.first:
-                return self.kinds[n % len(self.kinds)]
-            if self._rng.random() < self.rate:
-                return self._rng.choice(self.kinds)
-            return None
+                kind = self.kinds[n % len(self.kinds)]
+            elif self._rng.random() < self.rate:
+                kind = self._rng.choice(self.kinds)
+            else:
+                return None
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+            return kind
 
 
 class RandomUserServer(ThreadingHTTPServer):
@@ -317,6 +336,26 @@ class RandomUserServer(ThreadingHTTPServer):
         """Base URL of the API, e.g. ``http://127.0.0.1:8080/api/``."""
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/api/"
+
+
+@contextmanager
+def running(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    faults: Faults | None = None,
+    on_request: Callable[[str], None] | None = None,
+) -> Iterator[RandomUserServer]:
+    """A server answering in a background thread (port 0: any free port), for tests and benchmarks."""
+    server = RandomUserServer((host, port), faults=faults, on_request=on_request)
+    # A short poll interval makes shutdown() quick; tests start many servers.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="randomuser", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -409,11 +448,7 @@ def main(
     host: str, port: int, fault_rate: float, fault_kinds: tuple[str, ...], fault_delay: float, verbose: bool
 ) -> None:
     """Serve the randomuser.me API 1.4 shape offline at /api/ and /api/1.4/."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
-    )
+    setup_logging(verbose)
     faults = Faults(rate=fault_rate, kinds=fault_kinds, delay_seconds=fault_delay) if fault_rate else None
     server = RandomUserServer((host, port), faults=faults)
 

@@ -27,6 +27,7 @@ import click
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from jobs.cli_options import config_option, verbose_option
 from jobs.config import ConfigError, Settings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
@@ -196,7 +197,7 @@ def _stop_on_sigterm(spark: SparkSession, queries: list[StreamingQuery]) -> None
 
 
 def run(settings: Settings) -> None:
-    settings.require("cassandra", "mongodb", "keys", "stream")
+    settings.require("kafka", "cassandra", "mongodb", "keys", "stream")
     keys = load_keyring(settings.keys.key_file)
     store = MongoAggregateStore(settings.mongodb)
     spark = build_spark(settings)
@@ -230,14 +231,8 @@ def run(settings: Settings) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="BDF_CONFIG",
-    help="TOML configuration (default: $BDF_CONFIG or /etc/bigdataflow/bigdataflow.toml).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@config_option
+@verbose_option
 def main(config_path: Path | None, verbose: bool) -> None:
     """Run the GDPR transformation stream: Kafka -> Cassandra + MongoDB aggregates."""
     setup_logging(verbose)
