@@ -15,14 +15,15 @@ PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/python: pyproject.toml
+STAMP := $(VENV)/.installed
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
 .PHONY: install
-install: $(BIN)/python ## Create .venv with the pinned Python dependencies (pyspark, confluent-kafka, ...)
+install: $(STAMP) ## Create .venv with the pinned Python dependencies (pyspark, confluent-kafka, ...)
 
 .PHONY: lint
 lint: install ## ruff: lint and format check

@@ -16,6 +16,17 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+# One MongoDB collection per aggregate (keys: jobs.transform._aggregate_keys).
+AGGREGATE_COLLECTIONS = (
+    "users_by_nationality",
+    "users_by_gender",
+    "users_by_nationality_gender",
+    "email_domains",
+    "users_by_birth_month",
+    "registrations_by_month",
+    "totals",
+)
+BATCHES_COLLECTION = "stream_batches"
 EPOCH = dt.date(1970, 1, 1)
 DAYS_PER_YEAR = 365.2425
 AGE_BANDS: tuple[tuple[int, int | None], ...] = (

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_ENV = "BDF_CONFIG"
 ENV_PREFIX = "BDF__"
@@ -97,6 +97,20 @@ class ProducerSettings(_Section):
 
 class DashboardSettings(_Section):
     refresh_seconds: int = Field(default=10, ge=1)
+    # Where `python -m dashboard.app` listens; under systemd, gunicorn's --bind decides.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, gt=0, lt=65536)
+    # How long one refresh may wait for MongoDB before the page says it is unreachable/slow.
+    mongodb_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    top_email_domains: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _timeout_within_refresh(self) -> DashboardSettings:
+        # The page asks again every refresh_seconds and drops an answer that comes after the
+        # next question: a read that may take longer than that would never show its banner.
+        if self.mongodb_timeout_seconds >= self.refresh_seconds:
+            raise ValueError("mongodb_timeout_seconds must be shorter than refresh_seconds")
+        return self
 
 
 class Settings(_Section):

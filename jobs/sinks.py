@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
-from jobs.aggregates import to_documents
+from jobs.aggregates import BATCHES_COLLECTION, to_documents
 from jobs.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
 
 
@@ -97,8 +97,6 @@ def mongo_client(mongodb: MongoSettings):
 class MongoAggregateStore:
     """One collection per aggregate; documents replaced by key (absolute values)."""
 
-    BATCHES = "stream_batches"
-
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
         self._db = (client or mongo_client(mongodb))[mongodb.database]
 
@@ -111,7 +109,7 @@ class MongoAggregateStore:
             )
 
     def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
-        self._db[self.BATCHES].replace_one(
+        self._db[BATCHES_COLLECTION].replace_one(
             {"_id": f"{query}:{batch_id}"},
             {"query": query, "batch_id": batch_id, "at": at, **counts},
             upsert=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.aggregates import AGGREGATE_COLLECTIONS
 from jobs.keyring import KeyRing, associated_data, envelope_header
 from jobs.schema import CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
@@ -70,16 +71,6 @@ FIELD_TREATMENT: dict[str, tuple[str, tuple[str, ...]]] = {
     "picture.thumbnail": ("dropped", ()),
     "nat": ("kept", ("nationality",)),
 }
-
-AGGREGATE_COLLECTIONS = (
-    "users_by_nationality",
-    "users_by_gender",
-    "users_by_nationality_gender",
-    "email_domains",
-    "users_by_birth_month",
-    "registrations_by_month",
-    "totals",
-)
 
 
 def _aggregate_keys() -> dict[str, Column]:
