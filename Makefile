@@ -78,6 +78,10 @@ demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print 
 	$(MAKE) deploy INVENTORY=inventory/lab
 	@echo "Spark master UI: http://$$(awk '/spark1:/{getline; print $$2}' inventory/lab/hosts.yml):8080"
 
+.PHONY: screenshot
+screenshot: install ## Regenerate docs/dashboard.png (local FerretDB, synthetic aggregates, headless Chromium)
+	$(BIN)/python -m dashboard.screenshot --output docs/dashboard.png
+
 .PHONY: clean
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

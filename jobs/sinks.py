@@ -8,6 +8,7 @@ documents by their key with absolute values, batch records by batch id.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -90,27 +91,37 @@ def mongo_client(mongodb: MongoSettings):
         authSource=mongodb.auth_source,
         tls=mongodb.tls,
         serverSelectionTimeoutMS=10_000,
+        # A server that stops answering fails the batch (the job restarts and replays)
+        # instead of hanging the stream forever.
+        socketTimeoutMS=60_000,
         tz_aware=True,
     )
 
 
 class MongoAggregateStore:
-    """One collection per aggregate; documents replaced by key (absolute values)."""
+    """One collection per aggregate; documents replaced by key (absolute values).
+
+    Both streaming queries write through one instance, one write at a time: FerretDB's
+    SQLite backend was seen to hang under concurrent writers.
+    """
 
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
         self._db = (client or mongo_client(mongodb))[mongodb.database]
+        self._write_lock = threading.Lock()
 
     def upsert(self, rows: list[Mapping[str, Any]], updated_at: dt.datetime) -> None:
         from pymongo import ReplaceOne
 
-        for collection, documents in to_documents(rows, updated_at).items():
-            self._db[collection].bulk_write(
-                [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=False
-            )
+        with self._write_lock:
+            for collection, documents in to_documents(rows, updated_at).items():
+                self._db[collection].bulk_write(
+                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=False
+                )
 
     def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
-        self._db[BATCHES_COLLECTION].replace_one(
-            {"_id": f"{query}:{batch_id}"},
-            {"query": query, "batch_id": batch_id, "at": at, **counts},
-            upsert=True,
-        )
+        with self._write_lock:
+            self._db[BATCHES_COLLECTION].replace_one(
+                {"_id": f"{query}:{batch_id}"},
+                {"query": query, "batch_id": batch_id, "at": at, **counts},
+                upsert=True,
+            )

@@ -12,6 +12,7 @@ JSON line: {"changed": bool, "actions": [...]}. Steps:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -110,7 +111,8 @@ def schema_objects(session: Session) -> set[str]:
 
 def apply_schema(session: Session, cql: str, actions: list[str]) -> None:
     before = schema_objects(session)
-    for statement in filter(None, (s.strip() for s in strip_comments(cql).split(";"))):
+    # Statements end with ";" at the end of a line (a ";" inside a string stays).
+    for statement in filter(None, (s.strip() for s in re.split(r";\s*$", strip_comments(cql), flags=re.M))):
         session.execute(statement, timeout=60)
     created = schema_objects(session) - before
     actions.extend(f"created {name}" for name in sorted(created))
