@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv with the pinned Python dependencies (pyspark, confluent-kafka, ...)
 
 .PHONY: lint
-lint: install ## ruff: lint and format check
+lint: install ## ruff (lint, format check) and ansible-lint (production profile)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint --offline -q
 
 .PHONY: format
 format: install ## ruff: fix what can be fixed and format
@@ -38,6 +39,17 @@ format: install ## ruff: fix what can be fixed and format
 .PHONY: test
 test: install ## Run the test suite (unit tests with a local SparkSession; no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), integration + browser tests
+	lab/lab.sh deps
+	lab/lab.sh down
+	rm -rf .secrets/lab
+	lab/lab.sh up
+	$(MAKE) deploy INVENTORY=inventory/lab
+	set -o pipefail; $(MAKE) deploy INVENTORY=inventory/lab ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
+	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
+	LAB=1 $(BIN)/pytest tests/integration tests/browser $(PYTEST_ARGS)
 
 .PHONY: keys
 keys: install ## Create a key file: make keys KEY_FILE=path (mode 0600)

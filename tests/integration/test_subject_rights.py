@@ -1,0 +1,494 @@
+"""Data-subject rights and the register's claims, on the deployed lab.
+
+One generated person (unique email and user id) is published as the producer
+principal; once the stream job has stored them, ``bdf-gdpr subject access`` must
+export exactly their data, decrypted, and ``bdf-gdpr subject erase --purge`` must
+make them unfindable in Cassandra (rows and data files), leaving everyone else as
+they were. Then a sample of stored people is decrypted with the deployment's key file
+and their emails, phones, names and street names are looked for, in plain text, in
+Cassandra's data files, in MongoDB and in the journals of the job and the producer.
+
+Runs with LAB=1 against `make deploy INVENTORY=inventory/lab`. It stops no service and
+erases only the person it published; the only side effects on the lab are a
+`nodetool flush` and `garbagecollect` of the profile table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gdpr.model import load_register
+from jobs.keyring import KeyRing, load_keyring
+from jobs.randomuser_server import generate_users
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS = REPO / ".secrets" / "lab"
+INVENTORY = yaml.safe_load((REPO / "inventory" / "lab" / "hosts.yml").read_text())
+HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
+KAFKA = f"{HOSTS['kafka1']}:9092"
+TOPIC, DLQ = "user_profiles", "user_profiles_dlq"
+KEYSPACE, TABLE = "user_profiles", "profiles"
+CASSANDRA_DATA = f"/var/lib/cassandra/data/{KEYSPACE}"
+NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"
+SAMPLE_SIZE = 40
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.environ.get("LAB") != "1", reason="needs the deployed lab: set LAB=1"),
+]
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def ssh(host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed command
+        ["bash", str(REPO / "lab" / "lab.sh"), "ssh", host, command],  # noqa: S607
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def kafka_conf(user: str) -> dict[str, str]:
+    return {
+        "bootstrap.servers": KAFKA,
+        "socket.timeout.ms": "10000",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": secret(f"kafka-{user}"),
+    }
+
+
+def bdf_gdpr(*args: str, config: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The command as an operator runs it (``bdf-gdpr`` is ``gdpr.cli:main``)."""
+    return subprocess.run(  # noqa: S603 - fixed command
+        [sys.executable, "-m", "gdpr.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+# --- looking for byte strings on a lab machine -----------------------------------------------------
+
+# Runs on the machine (its own python3): reads the files under the given roots, or stdin
+# for "-", and prints which patterns (hex, comma-separated) occur, with where.
+SCANNER = textwrap.dedent(
+    """
+    import json, os, sys
+    patterns = [bytes.fromhex(h) for h in sys.argv[1].split(",") if h]
+    found = {}
+    def scan(name, data):
+        for index, pattern in enumerate(patterns):
+            if pattern in data:
+                found.setdefault(index, []).append(name)
+    for root in sys.argv[2:]:
+        if root == "-":
+            scan("stdin", sys.stdin.buffer.read())
+            continue
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as handle:
+                        scan(path, handle.read())
+                except OSError:
+                    pass
+    print(json.dumps(found))
+    """
+)
+
+
+def scan(host: str, patterns: list[bytes], roots: list[str], feed: str = "") -> dict[bytes, list[str]]:
+    """{pattern: [where]} for the patterns found under ``roots`` on ``host`` ("-": ``feed``'s output)."""
+    script = SCANNER.replace("'", "'\"'\"'")
+    hexes = ",".join(pattern.hex() for pattern in patterns)
+    command = f"python3 -c '{script}' {hexes} {' '.join(roots)}"
+    if feed:
+        command = f"{feed} | {command}"
+    result = ssh(host, command)
+    assert result.returncode == 0, f"scan on {host} failed: {result.stderr}"
+    return {patterns[int(index)]: where for index, where in json.loads(result.stdout).items()}
+
+
+def sstable_dump_feed() -> str:
+    """Decompressed content of every SSTable of the table (SSTables are LZ4-compressed on disk)."""
+    return (
+        f"for f in {CASSANDRA_DATA}/{TABLE}-*/*-Data.db; do "
+        'java -cp "/opt/cassandra/lib/*" -Dcassandra.config=file:///etc/cassandra/cassandra.yaml '
+        '-Dlog4j2.level=OFF org.apache.cassandra.tools.SSTableExport "$f" 2>/dev/null; done'
+    )
+
+
+def flush() -> None:
+    result = ssh("store1", f"{NODETOOL} flush {KEYSPACE} {TABLE}")
+    assert result.returncode == 0, result.stderr
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys() -> KeyRing:
+    return load_keyring(SECRETS / "profile-keys.json")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    """The admin host's configuration: the app roles' credentials and the deployment's key file."""
+    folder = tmp_path_factory.mktemp("gdpr-lab")
+    for name, username, source in (
+        ("cassandra", "bigdataflow", "cassandra-app"),
+        ("mongodb", "stream", "mongodb-app"),
+    ):
+        path = folder / f"{name}.toml"
+        path.write_text(f'username = "{username}"\npassword = "{secret(source)}"\n')
+        path.chmod(0o600)
+    path = folder / "bigdataflow.toml"
+    path.write_text(
+        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n\n'
+        f'[mongodb]\nhosts = ["{HOSTS["store1"]}:27017"]\ndatabase = "user_profiles"\n'
+        f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n\n'
+        f'[keys]\nkey_file = "{SECRETS / "profile-keys.json"}"\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def cassandra() -> Iterator[Any]:
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+    from cassandra.query import dict_factory
+
+    cluster = Cluster(
+        [HOSTS["store1"]], auth_provider=PlainTextAuthProvider("bigdataflow", secret("cassandra-app"))
+    )
+    session = cluster.connect(KEYSPACE)
+    session.row_factory = dict_factory
+    yield session
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mongo() -> Iterator[Any]:
+    from pymongo import MongoClient
+
+    client = MongoClient(
+        HOSTS["store1"],
+        27017,
+        username="stream",
+        password=secret("mongodb-app"),
+        authSource="user_profiles",
+        authMechanism="SCRAM-SHA-256",
+        serverSelectionTimeoutMS=10_000,
+    )
+    yield client["user_profiles"]
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def person() -> dict[str, Any]:
+    """A generated profile nobody else has: fresh user id, email on a reserved test domain."""
+    tag = uuid.uuid4().hex[:12]
+    [profile] = generate_users(1, seed=f"gdpr-{tag}")
+    profile["login"]["uuid"] = str(uuid.uuid4())
+    profile["email"] = f"subject.{tag}@gdpr-lab.example.test"
+    return profile
+
+
+def rows_of(cassandra, pseudonym: str) -> list[dict[str, Any]]:
+    return list(cassandra.execute("SELECT * FROM profiles WHERE email_pseudonym = %s", (pseudonym,)))
+
+
+@pytest.fixture(scope="module")
+def stored(person, cassandra, keys) -> dict[str, Any]:
+    """The person published as the producer principal and stored by the stream job."""
+    from confluent_kafka import Producer
+
+    producer = Producer(kafka_conf("producer"))
+    producer.produce(TOPIC, key=person["login"]["uuid"], value=json.dumps(person).encode())
+    assert producer.flush(30) == 0
+    [row] = eventually(lambda: rows_of(cassandra, keys.pseudonym(person["email"])), 300, "the person's row")
+    return row
+
+
+@pytest.fixture(scope="module")
+def access(stored, person, config) -> dict[str, Any]:
+    result = bdf_gdpr("subject", "access", "--email", person["email"], config=config)
+    assert result.returncode == 0, result.stderr
+    assert person["email"] not in result.stderr
+    return json.loads(result.stdout)
+
+
+def sample_of_others(cassandra, exclude: uuid.UUID) -> list[dict[str, Any]]:
+    rows = cassandra.execute("SELECT * FROM profiles LIMIT %s", (SAMPLE_SIZE + 1,))
+    return [row for row in rows if row["user_id"] != exclude][:SAMPLE_SIZE]
+
+
+@pytest.fixture(scope="module")
+def erasure(access, stored, person, config, cassandra, keys, tmp_path_factory) -> dict[str, Any]:
+    """Erase the person with --purge (nodetool on store1), recording what was there before."""
+    folder = tmp_path_factory.mktemp("gdpr-erasure")
+    pseudonym = keys.pseudonym(person["email"])
+    ciphertext = bytes(stored["email_enc"])[3:]  # IV | ciphertext | tag: random, unique to this row
+    others = sample_of_others(cassandra, stored["user_id"])
+    flush()
+    markers = [pseudonym.encode(), ciphertext.hex().encode()]
+    before = scan("store1", markers, ["-"], feed=sstable_dump_feed())
+
+    nodetool = folder / "nodetool"
+    nodetool.write_text(f'#!/bin/sh\nexec bash {REPO}/lab/lab.sh ssh store1 "{NODETOOL} $*"\n')
+    nodetool.chmod(0o700)
+    audit_log = folder / "erasures.jsonl"
+    args = ["subject", "erase", "--email", person["email"], "--yes", "--purge", "--nodetool", str(nodetool)]
+    result = bdf_gdpr(*args, "--audit-log", str(audit_log), config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {
+        "summary": json.loads(result.stdout),
+        "stderr": result.stderr,
+        "audit_log": audit_log,
+        "pseudonym": pseudonym,
+        "markers": markers,
+        "ciphertext": ciphertext,
+        "before": before,
+        "others": others,
+    }
+
+
+def plaintexts(row: dict[str, Any], keys: KeyRing) -> list[str]:
+    """The person's email, phone, cell, names and street name, as they would leak."""
+    full_name = keys.decrypt(row["full_name_enc"], "full_name_enc")
+    street = keys.decrypt(row["address_enc"], "address_enc").split(", ")[0]
+    values = [
+        keys.decrypt(row["email_enc"], "email_enc"),
+        keys.decrypt(row["phone_enc"], "phone_enc"),
+        keys.decrypt(row["cell_enc"], "cell_enc"),
+        full_name,
+        full_name.split(" ", 1)[1],  # without the title
+        street.split(" ", 1)[1] if " " in street else street,  # without the number
+    ]
+    return [value for value in values if len(value) >= 6]
+
+
+@pytest.fixture(scope="module")
+def sample_plaintexts(cassandra, keys, person, stored) -> list[bytes]:
+    texts = {text for row in sample_of_others(cassandra, stored["user_id"]) for text in plaintexts(row, keys)}
+    texts |= set(plaintexts(stored, keys))
+    return sorted(text.encode() for text in texts)
+
+
+# --- access ----------------------------------------------------------------------------------------
+
+
+def test_published_person_is_stored_encrypted_and_found_by_the_keyed_pseudonym(stored, person, keys):
+    assert str(stored["user_id"]) == person["login"]["uuid"]
+    assert stored["email_pseudonym"] == keys.pseudonym(person["email"])
+    assert person["email"].encode() not in bytes(stored["email_enc"])
+    assert keys.decrypt(stored["email_enc"], "email_enc") == person["email"]
+
+
+def test_access_exports_exactly_the_persons_stored_data_decrypted(access, person, keys):
+    [profile] = access["profiles"]
+    name, location = person["name"], person["location"]
+    street = location["street"]
+    assert profile["full_name"] == f"{name['title']} {name['first']} {name['last']}"
+    assert profile["address"] == (
+        f"{street['number']} {street['name']}, {location['city']}, {location['state']}, "
+        f"{location['postcode']}, {location['country']}"
+    )
+    assert (profile["email"], profile["phone"], profile["cell"]) == (
+        person["email"],
+        person["phone"],
+        person["cell"],
+    )
+    assert profile["user_id"] == person["login"]["uuid"]
+    assert profile["email_pseudonym"] == access["email_pseudonym"] == keys.pseudonym(person["email"])
+    assert profile["email_domain"] == "gdpr-lab.example.test"
+    assert (profile["nationality"], profile["gender"], profile["country"]) == (
+        person["nat"],
+        person["gender"],
+        location["country"],
+    )
+    assert profile["birth_date"] == person["dob"]["date"][:10]
+    assert profile["registered_at"] == person["registered"]["date"]
+    assert profile["key_id"] == keys.active_key_id
+    assert "not_decryptable" not in profile
+    stored_columns = {"user_id", "nationality", "gender", "country", "email_pseudonym", "email_domain"}
+    stored_columns |= {f"{p}_{part}" for p in ("birth", "registered") for part in ("year", "month", "day")}
+    stored_columns |= {"birth_date", "registered_at", "key_id", "produced_at", "stored_at", "expires_at"}
+    decrypted = {"full_name", "address", "email", "phone", "cell"}
+    assert set(profile) == stored_columns | decrypted
+
+
+def test_stored_profile_expires_after_the_registered_time_limit(access):
+    [profile] = access["profiles"]
+    limit = load_register().retention_by_id()["profile_store"].seconds
+    expires = dt.datetime.fromisoformat(profile["expires_at"].replace("Z", "+00:00"))
+    assert abs((expires - dt.datetime.now(dt.UTC)).total_seconds() - limit) < 3600
+
+
+def test_lab_retention_settings_are_the_registers(cassandra):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    limits = load_register().retention_by_id()
+    table = cassandra.execute(
+        "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+        (KEYSPACE, TABLE),
+    ).one()
+    assert table["default_time_to_live"] == limits["profile_store"].value
+    admin = AdminClient(kafka_conf("admin"))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in (TOPIC, DLQ)]
+    configs = {
+        resource.name: future.result(30) for resource, future in admin.describe_configs(resources).items()
+    }
+    assert int(configs[TOPIC]["retention.ms"].value) == limits["kafka_topic"].value
+    assert int(configs[DLQ]["retention.ms"].value) == limits["kafka_dead_letter_topic"].value
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+
+def test_erasure_deletes_the_persons_row_and_access_then_finds_nothing(erasure, cassandra, person, config):
+    summary = erasure["summary"]
+    assert (summary["rows_found"], summary["rows_deleted"], summary["rows_remaining"]) == (1, 1, 0)
+    assert rows_of(cassandra, erasure["pseudonym"]) == []
+    assert (
+        cassandra.execute(
+            "SELECT * FROM profiles WHERE user_id = %s", (uuid.UUID(person["login"]["uuid"]),)
+        ).one()
+        is None
+    )
+    result = bdf_gdpr("subject", "access", "--email", person["email"], config=config)
+    assert result.returncode == 0 and json.loads(result.stdout)["profiles"] == []
+
+
+def test_erasure_leaves_every_other_person_as_they_were(erasure, cassandra):
+    for before in erasure["others"]:
+        after = cassandra.execute("SELECT * FROM profiles WHERE user_id = %s", (before["user_id"],)).one()
+        assert after is not None, f"{before['user_id']} disappeared"
+        assert after["email_enc"] == before["email_enc"] and after["full_name_enc"] == before["full_name_enc"]
+
+
+def test_after_purge_the_persons_values_are_gone_from_cassandras_data_files(erasure):
+    pseudonym, ciphertext = erasure["markers"]
+    # Control: before the erasure the (decompressed) SSTables held both, so the scan can see them.
+    assert set(erasure["before"]) == {pseudonym, ciphertext}
+    assert erasure["summary"]["purge"] == {
+        "flushed": True,
+        "garbage_collected": True,
+        "snapshots_holding_the_table": [],
+    }
+    assert scan("store1", erasure["markers"], ["-"], feed=sstable_dump_feed()) == {}
+    raw = [erasure["ciphertext"], erasure["pseudonym"].encode()]
+    on_disk = scan("store1", raw, [f"{CASSANDRA_DATA}/{TABLE}-*"])
+    assert on_disk == {}, f"still in the table's files: {on_disk}"
+
+
+def test_erasure_shows_the_aggregates_hold_nothing_to_erase(erasure):
+    aggregates = erasure["summary"]["aggregates"]
+    assert aggregates["checked"] is True and aggregates["documents_scanned"] > 0
+    assert aggregates["documents_naming_the_subject"] == 0
+    assert aggregates["personal_data_to_erase"] is False
+
+
+def test_erasure_log_holds_the_pseudonym_and_counts_never_the_email(erasure, person):
+    [entry] = [json.loads(line) for line in erasure["audit_log"].read_text().splitlines()]
+    assert entry["action"] == "erasure" and entry["email_pseudonym"] == erasure["pseudonym"]
+    assert entry["rows_deleted"] == 1 and entry["purged"] is True
+    local_part = person["email"].split("@")[0]
+    for text in (erasure["audit_log"].read_text(), erasure["stderr"]):
+        assert local_part not in text and person["email"] not in text
+
+
+def test_erasure_lists_the_copies_that_remain_and_until_when(erasure):
+    remaining = {copy["copy"]: copy["until"] for copy in erasure["summary"]["remaining_copies"]}
+    assert remaining["Raw message in the Kafka topic user_profiles"] == "7 days"
+
+
+# --- no plain personal data where the register says there is none -------------------------------
+
+
+def test_no_plain_personal_data_in_cassandras_data_files(sample_plaintexts, erasure):
+    flush()
+    assert scan("store1", sample_plaintexts, [CASSANDRA_DATA]) == {}
+    assert scan("store1", sample_plaintexts, ["-"], feed=sstable_dump_feed()) == {}
+
+
+def test_no_personal_data_in_mongodb(sample_plaintexts, mongo, person, erasure):
+    needles = [text.decode().lower() for text in sample_plaintexts]
+    needles += [erasure["pseudonym"], person["login"]["uuid"]]
+    for name in mongo.list_collection_names():
+        for document in mongo[name].find():
+            text = json.dumps(document, default=str, ensure_ascii=False).lower()
+            leaked = [needle for needle in needles if needle in text]
+            assert not leaked, f"{name}/{document['_id']} holds personal data"
+
+
+@pytest.mark.parametrize(
+    ("host", "feed", "roots"),
+    [
+        ("spark1", "journalctl -u user-profiles-stream -o cat --no-pager", ["-"]),
+        ("spark1", "", ["/var/lib/spark/work", "/var/log/spark"]),
+        ("kafka1", "journalctl -u bdf-producer -o cat --no-pager", ["-"]),
+    ],
+    ids=["stream-job-journal", "spark-executor-logs", "producer-journal"],
+)
+def test_no_personal_data_in_the_logs(sample_plaintexts, erasure, host, feed, roots):
+    assert scan(host, sample_plaintexts, roots, feed=feed) == {}
+
+
+# --- security measures the register claims ---------------------------------------------------------
+
+
+def test_key_file_on_the_stream_host_is_private_to_the_job():
+    result = ssh("spark1", "stat -c '%a %U' /etc/bigdataflow/secrets/profile-keys.json")
+    assert result.stdout.split() == ["600", "spark"]
+
+
+def test_cassandra_and_mongodb_refuse_clients_without_credentials():
+    from cassandra.cluster import Cluster, NoHostAvailable
+    from pymongo import MongoClient
+    from pymongo.errors import OperationFailure
+
+    cluster = Cluster([HOSTS["store1"]], connect_timeout=10)
+    try:
+        with pytest.raises(NoHostAvailable, match=r"requires authentication|Authentication"):
+            cluster.connect()
+    finally:
+        cluster.shutdown()
+    client = MongoClient(HOSTS["store1"], 27017, serverSelectionTimeoutMS=10_000)
+    try:
+        with pytest.raises(OperationFailure):
+            client["user_profiles"].list_collection_names()
+    finally:
+        client.close()
