@@ -40,8 +40,12 @@ format: install ## ruff: fix what can be fixed and format
 test: install ## Run the test suite (unit tests with a local SparkSession; no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: test-servers
+test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs (Kafka)
+	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py $(PYTEST_ARGS)
+
 .PHONY: e2e
-e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), integration + browser tests
+e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests
 	lab/lab.sh deps
 	lab/lab.sh down
 	rm -rf .secrets/lab
@@ -49,7 +53,7 @@ e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotenc
 	$(MAKE) deploy INVENTORY=inventory/lab
 	set -o pipefail; $(MAKE) deploy INVENTORY=inventory/lab ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
 	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
-	LAB=1 $(BIN)/pytest tests/integration tests/browser $(PYTEST_ARGS)
+	LAB=1 $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: keys
 keys: install ## Create a key file: make keys KEY_FILE=path (mode 0600)

@@ -15,6 +15,8 @@ from typing import Any
 from gdpr.subjects import TTL_COLUMN
 from jobs.config import CassandraSettings, MongoSettings, load_credentials
 
+CQL_PROTOCOL_VERSION = 5  # Cassandra 4.0 and later; saves the driver's downgrade warnings
+
 
 class StoreError(Exception):
     """A store cannot be reached or refused the request; the message names it."""
@@ -77,6 +79,7 @@ def cassandra_profiles(settings: CassandraSettings) -> Iterator[CassandraProfile
         auth_provider=PlainTextAuthProvider(credentials.username, credentials.password),
         load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_datacenter),
         connect_timeout=10,
+        protocol_version=CQL_PROTOCOL_VERSION,
     )
     try:
         try:

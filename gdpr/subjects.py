@@ -93,7 +93,7 @@ def decrypted_row(row: Mapping[str, Any], keys: KeyRing, now: dt.datetime) -> di
     profile["expires_at"] = json_value(now + dt.timedelta(seconds=ttl)) if ttl else None
     if problems:
         profile["not_decryptable"] = problems
-    return profile
+    return dict(sorted(profile.items()))
 
 
 def processing_information(register: Register) -> dict[str, Any]:
@@ -215,5 +215,6 @@ def erase_rows(
 
 
 def email_domain(email: str) -> str | None:
-    normalized = email.strip().lower()
-    return normalized.rsplit("@", 1)[1] or None if "@" in normalized else None
+    """The domain as the job stores it (lower-cased, after the last "@"), or None."""
+    _, at, domain = email.strip().lower().rpartition("@")
+    return domain if at and domain else None

@@ -101,8 +101,8 @@ def mongo_client(mongodb: MongoSettings):
 class MongoAggregateStore:
     """One collection per aggregate; documents replaced by key (absolute values).
 
-    Both streaming queries write through one instance, one write at a time: FerretDB's
-    SQLite backend was seen to hang under concurrent writers.
+    Writes are ordered bulk writes, one at a time for both streaming queries: FerretDB v1
+    wedges on unordered bulk writes (every later request hangs), seen in the lab.
     """
 
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
@@ -115,7 +115,7 @@ class MongoAggregateStore:
         with self._write_lock:
             for collection, documents in to_documents(rows, updated_at).items():
                 self._db[collection].bulk_write(
-                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=False
+                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=True
                 )
 
     def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:

@@ -44,6 +44,7 @@ KEYSPACE, TABLE = "user_profiles", "profiles"
 CASSANDRA_DATA = f"/var/lib/cassandra/data/{KEYSPACE}"
 NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"
 SAMPLE_SIZE = 40
+DUMP_FAILED = b"DUMP-FAILED"
 
 pytestmark = [
     pytest.mark.integration,
@@ -107,8 +108,9 @@ SCANNER = textwrap.dedent(
     """
     import json, os, sys
     patterns = [bytes.fromhex(h) for h in sys.argv[1].split(",") if h]
-    found = {}
+    found, size = {}, [0]
     def scan(name, data):
+        size[0] += len(data)
         for index, pattern in enumerate(patterns):
             if pattern in data:
                 found.setdefault(index, []).append(name)
@@ -124,30 +126,43 @@ SCANNER = textwrap.dedent(
                         scan(path, handle.read())
                 except OSError:
                     pass
-    print(json.dumps(found))
+    print(json.dumps({"found": found, "bytes": size[0]}))
     """
 )
 
 
 def scan(host: str, patterns: list[bytes], roots: list[str], feed: str = "") -> dict[bytes, list[str]]:
-    """{pattern: [where]} for the patterns found under ``roots`` on ``host`` ("-": ``feed``'s output)."""
+    """{pattern: [where]} for the patterns found under ``roots`` on ``host`` ("-": ``feed``'s output).
+
+    Fails when there was nothing to read: a scan of nothing would prove nothing.
+    """
     script = SCANNER.replace("'", "'\"'\"'")
-    hexes = ",".join(pattern.hex() for pattern in patterns)
+    hexes = ",".join(pattern.hex() for pattern in [*patterns, DUMP_FAILED])
     command = f"python3 -c '{script}' {hexes} {' '.join(roots)}"
     if feed:
         command = f"{feed} | {command}"
     result = ssh(host, command)
     assert result.returncode == 0, f"scan on {host} failed: {result.stderr}"
-    return {patterns[int(index)]: where for index, where in json.loads(result.stdout).items()}
+    report = json.loads(result.stdout)
+    assert report["bytes"] > 0, f"nothing to scan on {host} in {feed or roots}"
+    found = {[*patterns, DUMP_FAILED][int(index)]: where for index, where in report["found"].items()}
+    assert DUMP_FAILED not in found, f"sstabledump failed on {host}"
+    return found
 
 
 def sstable_dump_feed() -> str:
-    """Decompressed content of every SSTable of the table (SSTables are LZ4-compressed on disk)."""
-    return (
-        f"for f in {CASSANDRA_DATA}/{TABLE}-*/*-Data.db; do "
-        'java -cp "/opt/cassandra/lib/*" -Dcassandra.config=file:///etc/cassandra/cassandra.yaml '
-        '-Dlog4j2.level=OFF org.apache.cassandra.tools.SSTableExport "$f" 2>/dev/null; done'
+    """Every SSTable of the table as JSON (sstabledump): on disk they are LZ4-compressed.
+
+    The Cassandra jars hold the tool (org.apache.cassandra.tools.SSTableExport); it needs
+    the JVM options of the Cassandra clients and the node's configuration on the class path.
+    """
+    java = (
+        'java $(grep -E "^(--add|-D)" /etc/cassandra/jvm17-clients.options) '
+        '-cp "/etc/cassandra:/opt/cassandra/lib/*" -Dcassandra.config=file:///etc/cassandra/cassandra.yaml '
+        "-Dlogback.configurationFile=/etc/cassandra/logback-tools.xml "
+        "org.apache.cassandra.tools.SSTableExport"
     )
+    return f'for f in {CASSANDRA_DATA}/{TABLE}-*/*-Data.db; do {java} "$f" || echo DUMP-FAILED; done'
 
 
 def flush() -> None:
