@@ -101,9 +101,13 @@ def mongo_client(mongodb: MongoSettings):
 class MongoAggregateStore:
     """One collection per aggregate; documents replaced by key (absolute values).
 
-    Writes are ordered bulk writes, one at a time for both streaming queries: FerretDB v1
-    wedges on unordered bulk writes (every later request hangs), seen in the lab.
+    Writes are ordered bulk writes of at most ``WRITE_CHUNK`` documents, one at a time for
+    both streaming queries. FerretDB v1 (PostgreSQL backend) holds one pool connection
+    per replaced document until its bulk write ends: a bulk larger than its pool (50)
+    wedged it for good in the lab, as did any unordered bulk write.
     """
+
+    WRITE_CHUNK = 16
 
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
         self._db = (client or mongo_client(mongodb))[mongodb.database]
@@ -114,9 +118,9 @@ class MongoAggregateStore:
 
         with self._write_lock:
             for collection, documents in to_documents(rows, updated_at).items():
-                self._db[collection].bulk_write(
-                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents], ordered=True
-                )
+                writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+                for start in range(0, len(writes), self.WRITE_CHUNK):
+                    self._db[collection].bulk_write(writes[start : start + self.WRITE_CHUNK], ordered=True)
 
     def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
         with self._write_lock:

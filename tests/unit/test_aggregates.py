@@ -176,3 +176,33 @@ def test_age_bands_place_birth_months_by_age_today():
     bands = age_bands(documents, dt.date(2026, 11, 27))
     assert bands["0-17"] == 3 and bands["25-34"] == 2 and bands["65+"] == 1
     assert sum(bands.values()) == 6
+
+
+def test_mongo_store_writes_ordered_chunks_smaller_than_ferretdbs_pool():
+    """FerretDB v1 wedges on large or unordered bulk writes: the store never sends one."""
+    from jobs.sinks import MongoAggregateStore
+
+    class Collection:
+        def __init__(self) -> None:
+            self.bulks: list[tuple[int, bool]] = []
+
+        def bulk_write(self, requests, ordered):
+            self.bulks.append((len(requests), ordered))
+
+    created: dict[str, Collection] = {}
+
+    class Database(dict):
+        def __missing__(self, name):
+            self[name] = created[name] = Collection()
+            return created[name]
+
+    class Settings:
+        database = "user_profiles"
+
+    store = MongoAggregateStore(Settings(), client={"user_profiles": Database()})
+    rows = [
+        {"collection": "email_domains", "key": f"d{i}", "users": i, "birth_epoch_day_sum": i}
+        for i in range(40)
+    ]
+    store.upsert(rows, dt.datetime.now(dt.UTC))
+    assert created["email_domains"].bulks == [(16, True), (16, True), (8, True)]
