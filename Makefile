@@ -90,9 +90,12 @@ lab-down: ## Stop the local lab and remove its bridge and NAT table
 
 .PHONY: demo
 demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print the URLs
-	$(MAKE) lab-up
+	lab/lab.sh deps
+	lab/lab.sh up
 	$(MAKE) deploy INVENTORY=inventory/lab
-	@echo "Spark master UI: http://$$(awk '/spark1:/{getline; print $$2}' inventory/lab/hosts.yml):8080"
+	@spark=$$(awk '/spark1:/{getline; print $$2; exit}' inventory/lab/hosts.yml); \
+	  echo "Dashboard:       http://$$spark:8050"; \
+	  echo "Spark master UI: http://$$spark:8080"
 
 .PHONY: screenshot
 screenshot: install ## Regenerate docs/dashboard.png (local FerretDB, synthetic aggregates, headless Chromium)
