@@ -55,6 +55,10 @@ e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotenc
 	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
 	LAB=1 $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: install ## Benchmark the pipeline deployed on the lab (tests/bench/results/ gets the JSON)
+	$(BIN)/python -m tests.bench.bench $(BENCH_ARGS)
+
 .PHONY: keys
 keys: install ## Create a key file: make keys KEY_FILE=path (mode 0600)
 	@test -n "$(KEY_FILE)" || { echo "usage: make keys KEY_FILE=path" >&2; exit 2; }
@@ -100,6 +104,11 @@ demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print 
 .PHONY: screenshot
 screenshot: install ## Regenerate docs/dashboard.png (local FerretDB, synthetic aggregates, headless Chromium)
 	$(BIN)/python -m dashboard.screenshot --output docs/dashboard.png
+
+.PHONY: register
+register: install ## Render the GDPR register (gdpr/register.yaml) to docs/gdpr/register.{md,html}
+	$(BIN)/bdf-gdpr register render --format md --output docs/gdpr/register.md
+	$(BIN)/bdf-gdpr register render --format html --output docs/gdpr/register.html
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches

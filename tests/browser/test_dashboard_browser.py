@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from dashboard import data, demo, figures, ids
 from dashboard.app import create_app
 from jobs.aggregates import age_bands, average_age
+from tests.polling import eventually
 
 pytest.importorskip("selenium", reason="needs dash[testing]")
 
@@ -61,17 +61,6 @@ def graph_data(dash_duo, graph_id: str) -> list[dict[str, Any]]:
     )
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or condition}")
-        time.sleep(0.1)
-
-
 def pairs(trace: dict[str, Any], keys: str, values: str) -> dict[Any, Any]:
     return dict(zip(trace[keys], trace[values], strict=True))
 
@@ -105,7 +94,9 @@ def test_each_chart_shows_the_numbers_in_mongodb_and_the_refresh_picks_up_a_chan
     assert dash_duo.find_element(f"#{ids.LAST_UPDATE}").text == written
     assert banner(dash_duo)[1] == "banner hidden"
 
-    nationality = wait_until(lambda: graph_data(dash_duo, ids.GRAPH_NATIONALITY), message="nationality chart")
+    nationality = eventually(
+        lambda: graph_data(dash_duo, ids.GRAPH_NATIONALITY), 15, "the nationality chart", interval=0.1
+    )
     assert pairs(nationality[0], "x", "y") == users_of(documents, data.NATIONALITY)
 
     world = graph_data(dash_duo, ids.GRAPH_MAP)[0]
@@ -114,9 +105,11 @@ def test_each_chart_shows_the_numbers_in_mongodb_and_the_refresh_picks_up_a_chan
     }
     assert pairs(world, "locations", "z") == expected_map
     # The outlines come from the dashboard's own assets: every country is drawn and filled.
-    wait_until(
+    eventually(
         lambda: len(dash_duo.find_elements(f"#{ids.GRAPH_MAP} path.choroplethlocation")) == 21,
-        message="21 countries drawn on the map",
+        15,
+        "21 countries drawn on the map",
+        interval=0.1,
     )
 
     bands = graph_data(dash_duo, ids.GRAPH_AGE_BANDS)[0]
@@ -142,9 +135,11 @@ def test_each_chart_shows_the_numbers_in_mongodb_and_the_refresh_picks_up_a_chan
     mongo.db[data.TOTALS].update_one({"_id": "all"}, {"$inc": {"users": 1000}, "$set": {"updated_at": later}})
     dash_duo.wait_for_text_to_equal(f"#{ids.KPI_USERS}", f"{PROFILES + 1000:,}")
     finland = users_of(documents, data.NATIONALITY)["FI"] + 1000
-    wait_until(
+    eventually(
         lambda: pairs(graph_data(dash_duo, ids.GRAPH_NATIONALITY)[0], "x", "y")["FI"] == finland,
-        message="the FI bar to grow",
+        15,
+        "the FI bar to grow",
+        interval=0.1,
     )
     assert dash_duo.find_element(f"#{ids.LAST_UPDATE}").text == later.strftime("%Y-%m-%d %H:%M:%S UTC")
     assert dash_duo.driver.execute_script("return performance.getEntriesByType('navigation').length") == 1
@@ -181,7 +176,7 @@ def test_an_empty_database_shows_a_banner_then_the_data_once_it_arrives(start, m
 
     demo.seed(mongo.db, documents)
     dash_duo.wait_for_text_to_equal(f"#{ids.KPI_USERS}", f"{PROFILES:,}")
-    wait_until(lambda: banner(dash_duo)[1] == "banner hidden", message="the banner to go")
+    eventually(lambda: banner(dash_duo)[1] == "banner hidden", 15, "the banner to go", interval=0.1)
 
     assert dash_duo.get_logs() == []
 
@@ -200,7 +195,7 @@ def test_an_unreachable_mongodb_shows_a_banner_and_the_page_recovers_by_itself(s
 
     mongo.proxy.forward()
     dash_duo.wait_for_text_to_equal(f"#{ids.KPI_USERS}", f"{PROFILES:,}", timeout=20)
-    wait_until(lambda: banner(dash_duo)[1] == "banner hidden", message="the banner to go")
+    eventually(lambda: banner(dash_duo)[1] == "banner hidden", 15, "the banner to go", interval=0.1)
 
     assert dash_duo.get_logs() == []
 
@@ -221,6 +216,6 @@ def test_a_slow_mongodb_shows_a_banner_keeps_the_last_data_and_recovers(start, m
     assert no_traceback(dash_duo)
 
     mongo.proxy.forward()
-    wait_until(lambda: banner(dash_duo)[1] == "banner hidden", timeout=30, message="the banner to go")
+    eventually(lambda: banner(dash_duo)[1] == "banner hidden", 30, "the banner to go", interval=0.1)
 
     assert dash_duo.get_logs() == []

@@ -147,7 +147,7 @@ def test_html_escapes_the_text_and_is_one_complete_page():
 def test_rendered_register_in_docs_is_current(fmt, name):
     rendered = render(load_register(), fmt)
     assert (DOCS / name).read_text(encoding="utf-8") == rendered, (
-        f"docs/gdpr/{name} is stale: run bdf-gdpr register render --format {fmt} --output docs/gdpr/{name}"
+        f"docs/gdpr/{name} is stale: run make register"
     )
 
 

@@ -5,7 +5,9 @@ JSON line: {"changed": bool, "actions": [...]}. Steps:
 1. log in as the deployment's admin role, or, on a fresh cluster, as the default
    ``cassandra`` superuser to create that admin role, then disable ``cassandra``;
 2. replicate ``system_auth`` with NetworkTopologyStrategy;
-3. apply the schema (CREATE ... IF NOT EXISTS statements);
+3. apply the schema (CREATE ... IF NOT EXISTS statements), then bring what CREATE
+   leaves alone on an existing schema in line: the keyspace's replication and the
+   table's default TTL (the profiles' retention; it applies to rows written after);
 4. create the application role with rights on its keyspace only.
 """
 
@@ -94,6 +96,16 @@ def ensure_replication(
         actions.append(f"set replication of {keyspace} to {datacenter}:{factor}")
 
 
+def ensure_default_ttl(session: Session, keyspace: str, table: str, ttl: int, actions: list[str]) -> None:
+    row = session.execute(
+        "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+        (keyspace, table),
+    ).one()
+    if row is not None and row.default_time_to_live != ttl:
+        session.execute(f"ALTER TABLE {keyspace}.{table} WITH default_time_to_live = {ttl}")
+        actions.append(f"set default_time_to_live of {keyspace}.{table} to {ttl} s (new writes)")
+
+
 def _names(session: Session, table: str, column: str | None) -> set[str]:
     rows = session.execute(
         f"SELECT keyspace_name{', ' + column if column else ''} FROM system_schema.{table}"  # noqa: S608 constants
@@ -148,6 +160,9 @@ def main() -> None:
     ensure_default_superuser_disabled(session, actions)
     ensure_replication(session, "system_auth", request["datacenter"], request["system_auth_rf"], actions)
     apply_schema(session, request["schema_cql"], actions)
+    keyspace = request["keyspace"]
+    ensure_replication(session, keyspace, request["datacenter"], request["keyspace_rf"], actions)
+    ensure_default_ttl(session, keyspace, request["table"], request["profile_ttl_seconds"], actions)
     ensure_app_role(session, request, actions)
     session.cluster.shutdown()
     print(json.dumps({"changed": bool(actions), "actions": actions}))

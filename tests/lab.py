@@ -1,0 +1,72 @@
+"""What the lab tests and the benchmark share: the deployed lab's addresses, secrets, shell.
+
+The lab is `make deploy INVENTORY=inventory/lab` on the machines of `lab/lab.sh`.
+Credentials come from the deployment's generated secrets (.secrets/lab/); every
+address is a lab machine on the project's own bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.polling import eventually  # noqa: F401 - re-exported for the lab tests
+
+REPO = Path(__file__).resolve().parents[1]
+SECRETS = REPO / ".secrets" / "lab"
+INVENTORY = yaml.safe_load((REPO / "inventory" / "lab" / "hosts.yml").read_text())
+HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
+KAFKA = f"{HOSTS['kafka1']}:9092"
+TOPIC, DLQ = "user_profiles", "user_profiles_dlq"
+KEYSPACE, TABLE = "user_profiles", "profiles"
+# The erasures the tests made on this deployment (bdf-gdpr's log): the aggregates keep
+# counting erased people, so stored rows + erased rows == the total.
+ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
+
+LAB_ONLY = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.environ.get("LAB") != "1", reason="needs the deployed lab: set LAB=1"),
+]
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def ssh(host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed command
+        ["bash", str(REPO / "lab" / "lab.sh"), "ssh", host, command],  # noqa: S607
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
+    """confluent-kafka settings for ``user`` (its deployment password unless given); None: anonymous."""
+    conf = {"bootstrap.servers": KAFKA, "socket.timeout.ms": "10000"}
+    if user:
+        conf |= {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password if password is not None else secret(f"kafka-{user}"),
+        }
+    return conf
+
+
+def erased_rows() -> int:
+    if not ERASURE_LOG.exists():
+        return 0
+    entries = (json.loads(line) for line in ERASURE_LOG.read_text().splitlines() if line.strip())
+    return sum(entry.get("rows_deleted", 0) for entry in entries)
+
+
+def service_active(host: str, unit: str) -> bool:
+    return ssh(host, f"systemctl is-active {unit}").stdout.strip() == "active"
