@@ -67,7 +67,8 @@ def acls_of(principal: str) -> set[tuple[str, str, str, str, str]]:
 
     any_resource = (ResourceType.ANY, None, ResourcePatternType.ANY)
     query = AclBindingFilter(*any_resource, principal, None, AclOperation.ANY, AclPermissionType.ANY)
-    bindings = AdminClient(kafka_conf("admin")).describe_acls(query).result(30)
+    admin = AdminClient(kafka_conf("admin"))  # kept referenced: a collected client cancels its futures
+    bindings = admin.describe_acls(query).result(30)
     return {
         (b.restype.name, b.name, b.resource_pattern_type.name, b.operation.name, b.permission_type.name)
         for b in bindings
