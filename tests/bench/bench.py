@@ -203,16 +203,20 @@ def cassandra_limit(report: Report, rows: int) -> None:
         insert = session.prepare(
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608
         )
-        data = list(stored_shape_rows(session, rows))
-        started = time.perf_counter()
-        results = execute_concurrent_with_args(
-            session, insert, data, concurrency=256, raise_on_first_error=True
-        )
+        pending = list(stored_shape_rows(session, rows))
+        started, retried = time.perf_counter(), 0
+        for _ in range(5):  # an overloaded node refuses some requests: they are sent again
+            results = execute_concurrent_with_args(session, insert, pending, concurrency=128)
+            pending = [args for (ok, _), args in zip(results, pending, strict=True) if not ok]
+            if not pending:
+                break
+            retried += len(pending)
+            time.sleep(1)
         elapsed = time.perf_counter() - started
-        assert all(ok for ok, _ in results)
-    report.add(
-        "limits", "cassandra write", rows / elapsed, "rows/s", "(prepared INSERTs, 256 in flight, 1 client)"
-    )
+        if pending:
+            raise click.ClickException(f"{len(pending)} rows not written after 5 attempts")
+    note = f"(prepared INSERTs, 128 in flight, 1 client, {retried} retried)"
+    report.add("limits", "cassandra write", rows / elapsed, "rows/s", note)
 
 
 def spark_session() -> Any:
@@ -223,7 +227,9 @@ def spark_session() -> Any:
         .appName("bdf-bench")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.driver.memory", "4g")  # the static DataFrame is built in the driver
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
 
@@ -287,8 +293,8 @@ def naive_baseline(report: Report, spark: Any, messages: Any, rows: int) -> None
         field("value", F.lit("nat")).alias("nationality"),
         *(encrypt(field("value", F.lit(path))).alias(name) for name, path in paths.items()),
     )
-    seconds = best_of(1, lambda: frame.write.format("noop").mode("overwrite").save())
-    udf_rate = report.add("naive", "python UDF transformation", rows / seconds, "rows/s", "(row-at-a-time)")
+    seconds = best_of(2, lambda: frame.write.format("noop").mode("overwrite").save())
+    udf_rate = report.add("naive", "python UDF transformation", rows / seconds, "rows/s", "(row by row)")
 
     with cassandra_admin() as session, bench_table(session) as table:
         insert = session.prepare(
@@ -363,18 +369,23 @@ def latency_figures(report: Report, stage: str, times: list[tuple[float, float]]
 
 
 def cgroup_usage() -> dict[str, dict[str, float]]:
-    """CPU seconds used and peak memory (bytes) of each benchmarked unit, from its cgroup."""
+    """CPU seconds used (the unit's cgroup) and peak RSS (bytes, summed over its processes) per unit."""
     usage = {}
     for host, units in SERVICES.items():
         for unit in units:
-            folder = f"/sys/fs/cgroup/system.slice/{unit}.service"
-            out = ssh(
-                host, f"grep usage_usec {folder}/cpu.stat; cat {folder}/memory.peak 2>/dev/null || echo -"
-            ).stdout
-            lines = out.split()
-            if len(lines) >= 3:
-                peak = float(lines[2]) if lines[2] != "-" else float("nan")
-                usage[f"{host}/{unit}"] = {"cpu_seconds": float(lines[1]) / 1e6, "memory_peak": peak}
+            # cgroup v2 hosts, or the hybrid layout of the lab's containers (no memory controller there)
+            command = (
+                f"g=$(systemctl show -p ControlGroup --value {unit});"
+                " d=/sys/fs/cgroup$g; [ -f $d/cpu.stat ] || d=/sys/fs/cgroup/unified$g;"
+                " grep usage_usec $d/cpu.stat;"
+                " for p in $(cat $d/cgroup.procs); do grep VmHWM /proc/$p/status; done"
+            )
+            out = ssh(host, command).stdout
+            cpu = re.search(r"usage_usec (\d+)", out)
+            if cpu:
+                peak_kib = sum(int(kib) for kib in re.findall(r"VmHWM:\s+(\d+) kB", out))
+                cpu_seconds = int(cpu.group(1)) / 1e6
+                usage[f"{host}/{unit}"] = {"cpu_seconds": cpu_seconds, "memory_peak": peak_kib * 1024}
     return usage
 
 
@@ -410,7 +421,7 @@ def saturation(report: Report, session: Any, count: int, stamp: str) -> None:
         cpu = used["cpu_seconds"] - before.get(name, used)["cpu_seconds"]
         report.add("cost", f"{name} CPU", cpu / count * 1e6, "CPU s per million profiles")
         report.add(
-            "cost", f"{name} memory peak", used["memory_peak"] / 2**20, "MiB", "(since the unit started)"
+            "cost", f"{name} peak RSS", used["memory_peak"] / 2**20, "MiB", "(VmHWM of its processes, summed)"
         )
     disk_per_row(report, session)
 
