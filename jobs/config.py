@@ -77,10 +77,12 @@ class KeySettings(_Section):
 
 class StreamSettings(_Section):
     checkpoint_location: str = Field(min_length=1)
-    trigger_interval: str = "5 seconds"
+    trigger_interval: str = "1 second"
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(default=100_000, gt=0)
     max_message_bytes: int = Field(default=65_536, gt=0)
+    # Partitions of the aggregate query's state; fixed when its checkpoint is created.
+    state_partitions: int = Field(default=2, gt=0)
     spark_master: str = "local[*]"
 
 

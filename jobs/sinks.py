@@ -67,6 +67,9 @@ def cassandra_spark_conf(cassandra: CassandraSettings) -> dict[str, str]:
         "spark.cassandra.connection.localDC": cassandra.local_datacenter,
         "spark.cassandra.auth.username": credentials.username,
         "spark.cassandra.auth.password": credentials.password,
+        # Keep the session between micro-batches (default 3.5 s: shorter than a trigger,
+        # so every batch paid for a new connection, login and schema fetch).
+        "spark.cassandra.connection.keepAliveMS": "120000",
     }
 
 

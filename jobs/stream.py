@@ -25,6 +25,7 @@ from pathlib import Path
 
 import click
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from jobs.cli_options import config_option, verbose_option
@@ -69,7 +70,7 @@ def build_spark(settings: Settings) -> SparkSession:
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
-        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.shuffle.partitions": str(settings.stream.state_partitions),
         **cassandra_spark_conf(settings.cassandra),
     }
     for key, value in conf.items():
@@ -98,11 +99,10 @@ class ProfileBatchWriter:
         started = time.monotonic()
         parsed = parse_messages(messages, self._max_message_bytes).persist()
         try:
-            received = parsed.count()
-            rejected = rejected_messages(parsed)
-            dead_lettered = rejected.count()
+            # One Spark job for both counts: each job costs a round of tasks on every partition.
+            received, dead_lettered = parsed.agg(F.count(F.lit(1)), F.count("rejection")).first()
             if dead_lettered:
-                self._dead_letters.write(rejected)
+                self._dead_letters.write(rejected_messages(parsed))
             self._profiles.write(protect(normalize(valid_profiles(parsed)), self._keys))
         finally:
             parsed.unpersist()
