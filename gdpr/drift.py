@@ -44,6 +44,7 @@ class CodeFacts:
     table_columns: frozenset[str]  # columns of the Cassandra table template
     encrypted_columns: frozenset[str]
     collections: frozenset[str]  # MongoDB collections the job writes
+    unpublished_fields: frozenset[str]  # input fields the producer removes before Kafka
     root: Path = REPO_ROOT
     overrides: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # variable -> (file, value)
 
@@ -101,6 +102,7 @@ def code_facts(
     root: Path = REPO_ROOT, inventory: Path | None = None, register: Register | None = None
 ) -> CodeFacts:
     from jobs.aggregates import AGGREGATE_COLLECTIONS, BATCHES_COLLECTION
+    from jobs.producer import SECRET_LOGIN_FIELDS
     from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA
     from jobs.transform import ENCRYPTED_COLUMNS, FIELD_TREATMENT
 
@@ -116,6 +118,7 @@ def code_facts(
         table_columns=table_columns(cql),
         encrypted_columns=frozenset(ENCRYPTED_COLUMNS.values()),
         collections=frozenset((*AGGREGATE_COLLECTIONS, BATCHES_COLLECTION)),
+        unpublished_fields=frozenset(f"login.{name}" for name in SECRET_LOGIN_FIELDS),
         root=root,
         overrides=overrides,
     )
@@ -126,7 +129,7 @@ def check(register: Register, facts: CodeFacts) -> list[str]:
     return [
         *_check_fields(register, facts),
         *_check_columns(register, facts),
-        *_check_stores(register),
+        *_check_stores(register, facts),
         *_check_collections(register, facts),
         *_check_retention(register, facts),
         *_check_evidence(register, facts),
@@ -180,12 +183,15 @@ def _check_columns(register: Register, facts: CodeFacts) -> Iterator[str]:
             yield f"column {column} is declared encrypted but stored as {facts.stored_columns[column]}"
 
 
-def _check_stores(register: Register) -> Iterator[str]:
+def _check_stores(register: Register, facts: CodeFacts) -> Iterator[str]:
     for entry in register.fields:
         label = ", ".join(entry.fields)
         stores = set(entry.stored_in)
-        if RAW_TOPIC not in stores:
-            yield f"field {label}: every field is in the raw message, so stored_in must list {RAW_TOPIC}"
+        for name in entry.fields:
+            if name in facts.unpublished_fields and RAW_TOPIC in stores:
+                yield f"field {name} is removed by the producer, so stored_in must not list {RAW_TOPIC}"
+            if name not in facts.unpublished_fields and RAW_TOPIC not in stores:
+                yield f"field {name} is in the raw message, so stored_in must list {RAW_TOPIC}"
         if (PROFILE_STORE in stores) != bool(entry.columns):
             yield f"field {label}: stored_in lists {PROFILE_STORE} if and only if it has columns"
         if (AGGREGATE_STORE in stores) != bool(entry.aggregated_in):

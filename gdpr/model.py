@@ -114,7 +114,7 @@ class FieldEntry(_Model):
     treatment: FieldTreatment
     columns: list[StoredColumn] = Field(default_factory=list)
     aggregated_in: list[str] = Field(default_factory=list)
-    stored_in: list[str] = Field(min_length=1)
+    stored_in: list[str] = Field(default_factory=list)  # empty: never stored anywhere
     why: str
 
     @model_validator(mode="after")

@@ -68,7 +68,7 @@ def _field_retention(register: Register, entry: FieldEntry) -> str:
     for store_id in entry.stored_in:
         store = stores[store_id]
         parts.append(f"{store.name}: {time_limit(retention[store.retention], exact=False)}")
-    return "; ".join(parts)
+    return "; ".join(parts) or "never stored"
 
 
 def _columns(entry: FieldEntry) -> str:

@@ -2,7 +2,9 @@
 
 Pulls batches (``results=batch_size``; ``seed`` + ``page`` when a seed is configured),
 retries transient failures with exponential backoff and jitter, keeps under
-``max_requests_per_second`` (retries included) and publishes each user unchanged.
+``max_requests_per_second`` (retries included) and publishes each user without the
+account secrets (``login.password``, ``salt`` and hashes), so they are never at rest in
+Kafka; everything else is published as the API gave it.
 A batch is published whole or not at all: a short, truncated or unparsable answer is
 fetched again, never half-used. Logs carry counts only, never profile contents.
 
@@ -256,6 +258,18 @@ def open_publisher(kafka: KafkaSettings) -> Publisher:
         raise ConfigError(f"[kafka] settings rejected by the Kafka client: {exc.args[0].str()}") from None
 
 
+# The source's account secrets: no purpose here, so they never leave the producer.
+SECRET_LOGIN_FIELDS = ("password", "salt", "md5", "sha1", "sha256")
+
+
+def without_secrets(user: Any) -> Any:
+    """The user as published: ``login`` without SECRET_LOGIN_FIELDS (anything else as given)."""
+    if not isinstance(user, dict) or not isinstance(user.get("login"), dict):
+        return user
+    login = {name: value for name, value in user["login"].items() if name not in SECRET_LOGIN_FIELDS}
+    return {**user, "login": login}
+
+
 def message_key(user: Any) -> str | None:
     """``login.uuid`` when there is one; None otherwise (the stream job dead-letters it)."""
     login = user.get("login") if isinstance(user, dict) else None
@@ -324,7 +338,7 @@ def produce(
         except Stopped:
             break
         for user in users:
-            publisher.publish(message_key(user), orjson.dumps(user))
+            publisher.publish(message_key(user), orjson.dumps(without_secrets(user)))
         published += len(users)
         page += 1
         if progress:

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from jobs import producer
 from jobs.config import Credentials, KafkaSettings, ProducerSettings
 from jobs.producer import (
+    SECRET_LOGIN_FIELDS,
     FetchError,
     KafkaPublisher,
     RandomUserClient,
@@ -31,6 +32,7 @@ from jobs.producer import (
     parse_retry_after,
     produce,
     stop_on_signals,
+    without_secrets,
 )
 from jobs.randomuser_server import FAULT_KINDS, Faults, generate_users, running
 
@@ -119,7 +121,7 @@ def test_retries_through_every_injected_fault_and_publishes_exactly_count_in_ord
     assert [key for key, _ in publisher.messages] == [v["login"]["uuid"] for v in values]
     # Nothing dropped, nothing duplicated, no partial batch: the exact seeded stream.
     expected = expected_users("producer-test", 100, 1050)
-    assert [without_ages(v) for v in values] == [without_ages(u) for u in expected]
+    assert [without_ages(v) for v in values] == [without_ages(without_secrets(u)) for u in expected]
     # A failed page is asked for again, never skipped.
     assert sorted(set(requests_seen.pages)) == list(range(1, 12))
     assert requests_seen.pages == sorted(requests_seen.pages)
@@ -264,7 +266,24 @@ def test_user_without_uuid_is_published_with_a_null_key():
     publisher = MemoryPublisher()
     produce(Stub(), publisher, 3, 3, threading.Event())
     assert [k for k, _ in publisher.messages] == [users[0]["login"]["uuid"], None, None]
-    assert [orjson.loads(v) for _, v in publisher.messages] == users
+    assert [orjson.loads(v) for _, v in publisher.messages] == [without_secrets(user) for user in users]
+
+
+def test_account_secrets_never_leave_the_producer_and_nothing_else_changes():
+    users = generate_users(4, "secrets")
+
+    class Stub:
+        def fetch(self, size: int, page: int = 1) -> list[Any]:
+            return users[:size]
+
+    publisher = MemoryPublisher()
+    produce(Stub(), publisher, 4, 4, threading.Event())
+    published = [orjson.loads(value) for _, value in publisher.messages]
+    for user, message in zip(users, published, strict=True):
+        assert not set(SECRET_LOGIN_FIELDS) & set(message["login"])
+        assert message["login"] == {k: v for k, v in user["login"].items() if k not in SECRET_LOGIN_FIELDS}
+        assert message | {"login": None} == user | {"login": None}
+    assert all(set(SECRET_LOGIN_FIELDS) <= set(user["login"]) for user in users)  # the source sends them
 
 
 def test_message_key_ignores_non_string_uuid_and_non_objects():
