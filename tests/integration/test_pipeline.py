@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from jobs.keyring import load_keyring
 from tests.lab import (
     DLQ,
+    HOSTS,
     LAB_ONLY,
     SECRETS,
     TOPIC,
@@ -67,6 +69,22 @@ def test_producer_principal_may_write_but_not_read_profiles():
         )
     finally:
         consumer.close()
+
+
+def test_spark_master_refuses_an_application_without_the_deployment_secret():
+    """spark.authenticate: a driver without /etc/spark's secret cannot register (takes about a minute)."""
+    master, name = f"spark://{HOSTS['spark1']}:7077", f"probe-{uuid.uuid4().hex[:8]}"
+    driver = (
+        "from pyspark.sql import SparkSession\n"
+        f"SparkSession.builder.master('{master}').appName('{name}').getOrCreate()\n"
+    )
+    python = "/opt/bigdataflow/venv/bin/python"
+    result = ssh("spark1", f'cd /tmp && SPARK_CONF_DIR=/nonexistent timeout 150 {python} -c "{driver}" 2>&1')
+    assert "All masters are unresponsive" in result.stdout, result.stdout[-2000:]
+    with urllib.request.urlopen(f"http://{HOSTS['spark1']}:8080/json/", timeout=10) as response:
+        state = json.load(response)
+    names = [app["name"] for app in state["activeapps"] + state["completedapps"]]
+    assert name not in names and "user-profiles-stream" in names
 
 
 def test_profiles_are_stored_encrypted_and_decrypt_with_the_deployment_key(cassandra):
