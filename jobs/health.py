@@ -15,6 +15,7 @@ import click
 from jobs.aggregates import BATCHES_COLLECTION
 from jobs.cli_options import config_option
 from jobs.config import Settings, load_credentials, load_settings
+from jobs.producer import kafka_client_config
 from jobs.sinks import mongo_client
 
 
@@ -22,17 +23,8 @@ def topic_messages(settings: Settings) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     kafka = settings.kafka
-    credentials = load_credentials(kafka.credentials_file)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": ",".join(kafka.bootstrap_servers),
-            "security.protocol": kafka.security_protocol,
-            "sasl.mechanisms": kafka.sasl_mechanism,
-            "sasl.username": credentials.username,
-            "sasl.password": credentials.password,
-            "group.id": f"{kafka.consumer_group_prefix}-health",
-        }
-    )
+    client = kafka_client_config(kafka, load_credentials(kafka.credentials_file))
+    consumer = Consumer(client | {"group.id": f"{kafka.consumer_group_prefix}-health"})
     try:
         partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
         total = 0

@@ -190,23 +190,29 @@ class Publisher(Protocol):
     def flush(self) -> None: ...
 
 
-def kafka_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
-    """librdkafka settings: SASL/SCRAM from the credentials file, idempotent, acks=all."""
+def kafka_client_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
+    """What every librdkafka client of the project sets: brokers, SASL/SCRAM, the CA file."""
     config: dict[str, Any] = {
         "bootstrap.servers": ",".join(kafka.bootstrap_servers),
         "security.protocol": kafka.security_protocol,
         "sasl.mechanisms": kafka.sasl_mechanism,
         "sasl.username": credentials.username,
         "sasl.password": credentials.password,
+    }
+    if kafka.ca_file:
+        config["ssl.ca.location"] = str(kafka.ca_file)
+    return config
+
+
+def kafka_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
+    """The producer's librdkafka settings: the client's, idempotent, acks=all."""
+    return kafka_client_config(kafka, credentials) | {
         "client.id": "bdf-producer",
         "acks": "all",
         "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
         "compression.type": "zstd",  # repetitive JSON: zstd compresses it better than lz4
         "linger.ms": 50,  # fill batches; latency is not critical here
     }
-    if kafka.ca_file:
-        config["ssl.ca.location"] = str(kafka.ca_file)
-    return config
 
 
 class KafkaPublisher:

@@ -325,8 +325,9 @@ def run_producer(count: int, seed: str, batch_size: int, requests_per_second: fl
         f"env {overrides} {VENV}/bin/bdf-producer --config /etc/bigdataflow/producer.toml"
         f" --count {count} --progress-interval 3600 2>&1 | tail -3",
     )
-    if "failed=0" not in out.replace(" ", "") and " 0 failed" not in out:
-        click.echo(f"  producer said: {out.strip()[-300:]}", err=True)
+    failed = re.findall(r"failed=(\d+)", out)
+    if not failed or int(failed[-1]):
+        raise click.ClickException(f"bdf-producer did not deliver every profile: {out.strip()[-300:]}")
     return seconds
 
 
