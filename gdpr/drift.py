@@ -55,16 +55,6 @@ class CodeFacts:
             return None
 
 
-def schema_leaves(struct: Any, prefix: str = "") -> Iterator[str]:
-    """Dotted paths of the leaves of a Spark StructType."""
-    for item in struct.fields:
-        path = f"{prefix}{item.name}"
-        if hasattr(item.dataType, "fields"):
-            yield from schema_leaves(item.dataType, path + ".")
-        else:
-            yield path
-
-
 def table_columns(cql: str) -> frozenset[str]:
     """Column names of the CREATE TABLE statement of the profile table template."""
     match = re.search(r"CREATE TABLE[^(]*\((.*?)\)\s*WITH", cql, flags=re.S)
@@ -103,7 +93,7 @@ def code_facts(
 ) -> CodeFacts:
     from jobs.aggregates import AGGREGATE_COLLECTIONS, BATCHES_COLLECTION
     from jobs.producer import SECRET_LOGIN_FIELDS
-    from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA
+    from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
     from jobs.transform import ENCRYPTED_COLUMNS, FIELD_TREATMENT
 
     cql = (root / CQL_TEMPLATE).read_text(encoding="utf-8") if (root / CQL_TEMPLATE).exists() else ""

@@ -5,9 +5,21 @@ one has a deliberate treatment (see ``jobs.transform.FIELD_TREATMENT`` and the G
 register). Numbers that the API sometimes sends as strings (postcode) are strings.
 """
 
+from collections.abc import Iterator
+
 from pyspark.sql import types as T
 
 CORRUPT_RECORD_COLUMN = "_corrupt_record"
+
+
+def schema_leaves(struct: T.StructType, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the leaves of a (nested) StructType."""
+    for item in struct.fields:
+        path = f"{prefix}{item.name}"
+        if isinstance(item.dataType, T.StructType):
+            yield from schema_leaves(item.dataType, path + ".")
+        else:
+            yield path
 
 
 def _struct(**fields: T.DataType) -> T.StructType:

@@ -10,7 +10,7 @@ import hmac
 import pytest
 
 from jobs.keyring import DecryptionError, rotated
-from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA
+from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
 from jobs.transform import (
     ENCRYPTED_COLUMNS,
     FIELD_TREATMENT,
@@ -167,15 +167,7 @@ def test_no_input_text_appears_in_plain_anywhere_in_stored_rows(spark, keys, sam
 
 
 def test_every_input_field_has_a_treatment_and_every_stored_column_a_source():
-    def leaves(struct, prefix=""):
-        for field in struct.fields:
-            name = f"{prefix}{field.name}"
-            if hasattr(field.dataType, "fields"):
-                yield from leaves(field.dataType, name + ".")
-            else:
-                yield name
-
-    assert set(leaves(PROFILE_SCHEMA)) == set(FIELD_TREATMENT)
+    assert set(schema_leaves(PROFILE_SCHEMA)) == set(FIELD_TREATMENT)
     produced = {column for _, columns in FIELD_TREATMENT.values() for column in columns}
     bookkeeping = {"key_id", "produced_at", "stored_at"}
     assert produced | bookkeeping == set(STORED_SCHEMA.fieldNames())
