@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from jobs.config import describe_validation_error
+
 DEFAULT_REGISTER = Path(__file__).with_name("register.yaml")
 PLACEHOLDER = "<FILL IN"
 
@@ -283,11 +285,7 @@ def parse_register(data: Any, source: str = "register") -> Register:
     try:
         return Register.model_validate(data)
     except ValidationError as exc:
-        lines = [f"invalid register {source}:"]
-        for item in exc.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            lines.append(f"  {where}: {item['msg']}")
-        raise RegisterError("\n".join(lines)) from None
+        raise RegisterError(describe_validation_error(exc, f"register {source}")) from None
 
 
 def load_register(path: Path = DEFAULT_REGISTER) -> Register:

@@ -160,11 +160,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: ValidationError, source: Path) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def describe_validation_error(error: ValidationError, subject: str) -> str:
+    """``invalid <subject>:`` then one line per problem, named by its dotted location."""
+    lines = [f"invalid {subject}:"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        lines.append(f"  {key}: {item['msg']}")
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
 
 
@@ -182,7 +183,7 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(describe_validation_error(exc, f"configuration in {source}")) from None
     return settings.model_copy(update={"source": source})
 
 
@@ -204,4 +205,4 @@ def load_credentials(path: Path) -> Credentials:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(describe_validation_error(exc, f"configuration in {path}")) from None
