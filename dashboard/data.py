@@ -24,21 +24,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.aggregates import age_bands, average_age
+from jobs.aggregates import (
+    AGGREGATE_COLLECTIONS,
+    BIRTH_MONTHS,
+    EMAIL_DOMAINS,
+    GENDER,
+    NATIONALITY,
+    NATIONALITY_GENDER,
+    REGISTRATIONS,
+    TOTALS,
+    age_bands,
+    average_age,
+)
 from jobs.config import ConfigError, MongoSettings, load_credentials
 
 log = logging.getLogger(__name__)
-
-# The collections jobs/transform.py writes (AGGREGATE_COLLECTIONS; a unit test keeps the
-# two in step). Named here so the dashboard never imports pyspark.
-NATIONALITY = "users_by_nationality"
-GENDER = "users_by_gender"
-NATIONALITY_GENDER = "users_by_nationality_gender"
-EMAIL_DOMAINS = "email_domains"
-BIRTH_MONTHS = "users_by_birth_month"
-REGISTRATIONS = "registrations_by_month"
-TOTALS = "totals"
-COLLECTIONS = (NATIONALITY, GENDER, NATIONALITY_GENDER, EMAIL_DOMAINS, BIRTH_MONTHS, REGISTRATIONS, TOTALS)
 
 # The only fields read: counts, sums of birth days and write times; never anything else.
 PROJECTION = {"users": 1, "birth_epoch_day_sum": 1, "updated_at": 1}
@@ -51,7 +51,9 @@ def read_documents(db: Any, top_domains: int) -> tuple[dict[str, list[dict[str, 
 
     Returns the documents by collection and how many email domains there are in all.
     """
-    documents = {name: list(db[name].find({}, PROJECTION)) for name in COLLECTIONS if name != EMAIL_DOMAINS}
+    documents = {
+        name: list(db[name].find({}, PROJECTION)) for name in AGGREGATE_COLLECTIONS if name != EMAIL_DOMAINS
+    }
     domains = db[EMAIL_DOMAINS]
     documents[EMAIL_DOMAINS] = list(
         domains.find({}, PROJECTION).sort([("users", -1), ("_id", 1)]).limit(top_domains)
@@ -95,7 +97,7 @@ def summarise(
     today: dt.date,
 ) -> dict[str, Any]:
     """The page's snapshot (JSON-ready) from aggregate documents grouped by collection."""
-    docs = {name: list(documents.get(name, ())) for name in COLLECTIONS}
+    docs = {name: list(documents.get(name, ())) for name in AGGREGATE_COLLECTIONS}
     nationality_gender: dict[str, dict[str, dict[str, int]]] = {}
     for document in docs[NATIONALITY_GENDER]:
         nationality, gender = _split_nationality_gender(_key(document))
@@ -109,7 +111,7 @@ def summarise(
             "birth_epoch_day_sum": sum(int(d.get("birth_epoch_day_sum") or 0) for d in docs[GENDER]),
         }
     )
-    updates = [d["updated_at"] for name in COLLECTIONS for d in docs[name] if d.get("updated_at")]
+    updates = [d["updated_at"] for name in AGGREGATE_COLLECTIONS for d in docs[name] if d.get("updated_at")]
     return {
         "read_at": _iso(read_at),
         "updated_at": _iso(max(updates)) if updates else None,

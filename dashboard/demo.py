@@ -20,7 +20,7 @@ from typing import Any
 
 from dashboard import data
 from dashboard.ids import NATIONALITIES
-from jobs.aggregates import EPOCH
+from jobs.aggregates import AGGREGATE_COLLECTIONS, EPOCH
 
 REPO = Path(__file__).resolve().parents[1]
 FERRETDB_ENV = "BDF_FERRETDB_BINARY"
@@ -123,7 +123,7 @@ def synthetic_aggregates(
 
 def seed(db: Any, documents: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Replace the aggregate collections of ``db`` with ``documents``."""
-    for name in data.COLLECTIONS:
+    for name in AGGREGATE_COLLECTIONS:
         db[name].delete_many({})
         if documents.get(name):
             db[name].insert_many([dict(d) for d in documents[name]], ordered=False)

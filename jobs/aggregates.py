@@ -16,15 +16,23 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# One MongoDB collection per aggregate (keys: jobs.transform._aggregate_keys).
+# One MongoDB collection per aggregate (keys: jobs.transform._aggregate_keys); the
+# dashboard reads them by these names.
+NATIONALITY = "users_by_nationality"
+GENDER = "users_by_gender"
+NATIONALITY_GENDER = "users_by_nationality_gender"
+EMAIL_DOMAINS = "email_domains"
+BIRTH_MONTHS = "users_by_birth_month"
+REGISTRATIONS = "registrations_by_month"
+TOTALS = "totals"
 AGGREGATE_COLLECTIONS = (
-    "users_by_nationality",
-    "users_by_gender",
-    "users_by_nationality_gender",
-    "email_domains",
-    "users_by_birth_month",
-    "registrations_by_month",
-    "totals",
+    NATIONALITY,
+    GENDER,
+    NATIONALITY_GENDER,
+    EMAIL_DOMAINS,
+    BIRTH_MONTHS,
+    REGISTRATIONS,
+    TOTALS,
 )
 BATCHES_COLLECTION = "stream_batches"
 EPOCH = dt.date(1970, 1, 1)

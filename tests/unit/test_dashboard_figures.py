@@ -114,12 +114,6 @@ def test_nationality_gender_keys_survive_a_missing_part(key: str, expected: tupl
     assert data._split_nationality_gender(key) == expected
 
 
-def test_dashboard_reads_the_collections_the_stream_job_writes() -> None:
-    from jobs.transform import AGGREGATE_COLLECTIONS
-
-    assert set(data.COLLECTIONS) == set(AGGREGATE_COLLECTIONS)
-
-
 def test_projection_reads_counts_only() -> None:
     assert set(data.PROJECTION) == {"users", "birth_epoch_day_sum", "updated_at"}
 
