@@ -428,15 +428,21 @@ class _Checker:
         elif not isinstance(node, yaml.ScalarNode) or node.value != str(SUPPORTED_VERSION):
             self.problem(node, f"unsupported version; this tool reads version {SUPPORTED_VERSION}")
 
-    def applications(self, node: yaml.Node | None) -> dict[str, Application]:
+    def named_entries(
+        self, node: yaml.Node | None, kind: str, allowed: Iterable[str]
+    ) -> Iterator[tuple[str, yaml.Node, dict[str, yaml.Node]]]:
+        """The ``<kind>s`` section's entries whose name is valid: name, node, fields."""
         if node is None or _is_null(node):
-            return {}
-        applications = {}
-        for name, value in self.mapping(node, "applications", None).items():
+            return
+        for name, value in self.mapping(node, f"{kind}s", None).items():
             if not NAME_RE.match(name):
-                self.problem(value, f"application name '{name}' may hold letters, digits, '.', '_', '-'")
+                self.problem(value, f"{kind} name '{name}' may hold letters, digits, '.', '_', '-'")
                 continue
-            fields = self.mapping(value, f"application {name}", APPLICATION_KEYS)
+            yield name, value, self.mapping(value, f"{kind} {name}", allowed)
+
+    def applications(self, node: yaml.Node | None) -> dict[str, Application]:
+        applications = {}
+        for name, value, fields in self.named_entries(node, "application", APPLICATION_KEYS):
             if "principal" not in fields:
                 self.problem(value, f"application {name} has no 'principal'")
             principal = (
@@ -449,14 +455,8 @@ class _Checker:
         return applications
 
     def teams(self, node: yaml.Node | None) -> dict[str, Team]:
-        if node is None or _is_null(node):
-            return {}
         teams = {}
-        for name, value in self.mapping(node, "teams", None).items():
-            if not NAME_RE.match(name):
-                self.problem(value, f"team name '{name}' may hold letters, digits, '.', '_', '-'")
-                continue
-            fields = self.mapping(value, f"team {name}", TEAM_KEYS)
+        for name, _value, fields in self.named_entries(node, "team", TEAM_KEYS):
             description = self.optional_text(fields.get("description"), f"description of team {name}")
             members = tuple(
                 principal
