@@ -138,48 +138,37 @@ class AclGroup(click.Group):
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
+def path_option(flag: str, default: Path, help_text: str, folder: bool = False) -> Callable[..., Any]:
+    """A file (or, with ``folder``, a directory) option of the group, default and env var shown."""
+    return click.option(
+        flag,
+        type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
+        default=default,
+        show_default=True,
+        show_envvar=True,
+        help=help_text,
+    )
+
+
 @click.group(
     cls=AclGroup,
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "BDF_ACL"},
     epilog="Exit codes: 0 done (plan: no changes), 1 error, 2 plan --detailed-exitcode found changes,"
     " 64 wrong usage.",
 )
-@click.option(
-    "--file",
-    "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_FILE,
-    show_default=True,
-    show_envvar=True,
-    help="The access description (YAML).",
-)
+@path_option("--file", DEFAULT_FILE, "The access description (YAML).")
 @click.option(
     "--bootstrap-server", show_envvar=True, help="Kafka broker HOST:PORT (needed by cluster commands)."
 )
-@click.option(
+@path_option(
     "--command-config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_COMMAND_CONFIG,
-    show_default=True,
-    show_envvar=True,
-    help="Admin client properties (SASL credentials). Without it: BDF_ACL_SASL_USERNAME/_PASSWORD.",
+    DEFAULT_COMMAND_CONFIG,
+    "Admin client properties (SASL credentials). Without it: BDF_ACL_SASL_USERNAME/_PASSWORD.",
 )
-@click.option(
-    "--kafka-bin",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_KAFKA_BIN,
-    show_default=True,
-    show_envvar=True,
-    help="Directory of kafka-acls.sh and kafka-configs.sh.",
+@path_option(
+    "--kafka-bin", DEFAULT_KAFKA_BIN, "Directory of kafka-acls.sh and kafka-configs.sh.", folder=True
 )
-@click.option(
-    "--audit-log",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_AUDIT_LOG,
-    show_default=True,
-    show_envvar=True,
-    help="JSON lines: who applied what, when.",
-)
+@path_option("--audit-log", DEFAULT_AUDIT_LOG, "JSON lines: who applied what, when.")
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
@@ -246,6 +235,11 @@ output_option = click.option(
 )
 
 
+def with_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every subcommand: its own --output, the Settings as first argument, errors as one message."""
+    return output_option(pass_settings(reports_errors(command)))
+
+
 def plan_report(plan: Plan, description: Description, applied: bool) -> tuple[str, dict[str, Any]]:
     """The plan as text, and as JSON with the same text in `lines` (for Ansible's output)."""
     text = render_plan(plan, description)
@@ -256,9 +250,7 @@ def plan_report(plan: Plan, description: Description, applied: bool) -> tuple[st
 
 
 @cli.command()
-@output_option
-@pass_settings
-@reports_errors
+@with_settings
 def validate(settings: Settings) -> None:
     """Check the description (offline): every problem with its line."""
     description = settings.description()
@@ -284,9 +276,7 @@ def validate(settings: Settings) -> None:
     is_flag=True,
     help="Exit 2 when there are changes to apply (0: none, 1: error).",
 )
-@output_option
-@pass_settings
-@reports_errors
+@with_settings
 def plan(settings: Settings, detailed_exitcode: bool) -> None:
     """Show what `apply` would change on the cluster, per principal."""
     description = settings.description()
@@ -302,9 +292,7 @@ def plan(settings: Settings, detailed_exitcode: bool) -> None:
 @click.option(
     "--fingerprint", help="Apply only if the plan is still the one `plan` showed (its fingerprint)."
 )
-@output_option
-@pass_settings
-@reports_errors
+@with_settings
 def apply(settings: Settings, yes: bool, fingerprint: str | None) -> None:
     """Make the cluster match the description; only managed principals are touched."""
     description = settings.description()
@@ -344,9 +332,7 @@ def apply(settings: Settings, yes: bool, fingerprint: str | None) -> None:
 @click.option("--principal", help="Only this principal (User:name).")
 @click.option("--team", help="Only the members of this team.")
 @click.option("--desired", is_flag=True, help="Rights from the description, without asking the cluster.")
-@output_option
-@pass_settings
-@reports_errors
+@with_settings
 def list_rights(settings: Settings, principal: str | None, team: str | None, desired: bool) -> None:
     """Current rights per principal (or of a team's members)."""
     description = settings.description()
@@ -398,14 +384,16 @@ plan_option = click.option(
 )
 
 
+def edit_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """An org-change shortcut: --plan/--no-plan, then what every subcommand takes."""
+    return plan_option(with_settings(command))
+
+
 @cli.command("move-member")
 @click.argument("principal")
 @click.option("--from", "source", required=True, help="The team the member leaves.")
 @click.option("--to", "target", required=True, help="The team the member joins.")
-@plan_option
-@output_option
-@pass_settings
-@reports_errors
+@edit_command
 def move_member(settings: Settings, principal: str, source: str, target: str, show_plan: bool | None) -> None:
     """Move PRINCIPAL from one team to another (rights follow the team)."""
     _edit(
@@ -418,10 +406,7 @@ def move_member(settings: Settings, principal: str, source: str, target: str, sh
 @cli.command("add-member")
 @click.argument("principal")
 @click.option("--team", required=True, help="The team the principal joins.")
-@plan_option
-@output_option
-@pass_settings
-@reports_errors
+@edit_command
 def add_member(settings: Settings, principal: str, team: str, show_plan: bool | None) -> None:
     """Add PRINCIPAL to a team (a newcomer, or someone offboarded before)."""
     _edit(settings, lambda text, path: edits.add_member(text, path, _principal(principal), team), show_plan)
@@ -430,10 +415,7 @@ def add_member(settings: Settings, principal: str, team: str, show_plan: bool | 
 @cli.command()
 @click.argument("principal")
 @click.option("--note", help="Comment written next to the entry (default: date and who).")
-@plan_option
-@output_option
-@pass_settings
-@reports_errors
+@edit_command
 def offboard(settings: Settings, principal: str, note: str | None, show_plan: bool | None) -> None:
     """Offboard PRINCIPAL: apply then removes its ACLs and its SCRAM credentials."""
     note = note or f"offboarded {datetime.now(UTC):%Y-%m-%d} by {actor()['actor']}"
@@ -459,7 +441,6 @@ def grant_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--deny", is_flag=True, help="A DENY grant (DENY wins over ALLOW)."),
         click.option("--host", default="*", show_default=True, help="Client IP address, or * for any."),
-        plan_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -481,9 +462,7 @@ def _spec(
 
 @cli.command()
 @grant_options
-@output_option
-@pass_settings
-@reports_errors
+@edit_command
 def grant(settings: Settings, team: str, show_plan: bool | None, **spec: Any) -> None:
     """Give TEAM operations on a resource (all its members get them)."""
     if not spec["operations"]:
@@ -493,9 +472,7 @@ def grant(settings: Settings, team: str, show_plan: bool | None, **spec: Any) ->
 
 @cli.command()
 @grant_options
-@output_option
-@pass_settings
-@reports_errors
+@edit_command
 def revoke(settings: Settings, team: str, show_plan: bool | None, **spec: Any) -> None:
     """Take operations on a resource from TEAM (every operation of that grant if none is given)."""
     _edit(settings, lambda text, path: edits.revoke(text, path, team, _spec(**spec)), show_plan)
