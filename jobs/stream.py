@@ -2,10 +2,12 @@
 
 Two streaming queries share one Kafka source definition:
 
-* ``profiles``: each micro-batch is parsed; bad messages go to the dead-letter topic
+* ``profiles`` (every ``trigger_interval``): each message is parsed and transformed
+  (``jobs.transform.prepare``, planned once); bad messages go to the dead-letter topic
   with their reason, good ones are encrypted and upserted into Cassandra by user id.
-* ``aggregates``: profiles deduplicated by user id in Spark's state store, then
-  counted; every changed count is written to MongoDB as an absolute value.
+* ``aggregates`` (every ``aggregate_trigger_interval``): profiles deduplicated by user
+  id in Spark's state store, then counted; every changed count is written to MongoDB
+  as an absolute value.
 
 Both are idempotent under replay (see ``jobs.sinks``); the checkpoint holds Kafka
 offsets and the dedup/count state, so a restart resumes without double counting.
@@ -24,12 +26,12 @@ import time
 from pathlib import Path
 
 import click
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, load_settings
+from jobs.config import ConfigError, Settings, StreamSettings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
 from jobs.sinks import (
@@ -47,8 +49,9 @@ from jobs.transform import (
     aggregate_facts,
     normalize,
     parse_messages,
-    protect,
+    prepare,
     rejected_messages,
+    stored_rows,
     valid_profiles,
 )
 
@@ -57,6 +60,7 @@ log = logging.getLogger("bigdataflow.stream")
 # Spark shows options and plan literals in its UI and logs: hide credentials and keys.
 REDACTED_OPTIONS = r"(?i)secret|password|token|access[.]key|jaas"
 REDACTED_PLAN_STRINGS = r"(?i)[0-9a-f]{64,}|X'[0-9A-F]{32,}'"
+FETCH_MAX_WAIT_MS = 20
 
 
 def build_spark(settings: Settings) -> SparkSession:
@@ -70,7 +74,7 @@ def build_spark(settings: Settings) -> SparkSession:
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
-        "spark.sql.shuffle.partitions": str(settings.stream.state_partitions),
+        "spark.sql.shuffle.partitions": str(settings.stream.parallelism),
         **cassandra_spark_conf(settings.cassandra),
     }
     for key, value in conf.items():
@@ -79,33 +83,27 @@ def build_spark(settings: Settings) -> SparkSession:
 
 
 class ProfileBatchWriter:
-    """``foreachBatch`` handler of the ``profiles`` query."""
+    """``foreachBatch`` handler of the ``profiles`` query (its input: ``jobs.transform.prepare``)."""
 
-    def __init__(
-        self,
-        keys: KeyRing,
-        profiles: ProfileStore,
-        dead_letters: DeadLetterSink,
-        batches: AggregateStore,
-        max_message_bytes: int,
-    ) -> None:
-        self._keys = keys
+    def __init__(self, profiles: ProfileStore, dead_letters: DeadLetterSink, batches: AggregateStore) -> None:
         self._profiles = profiles
         self._dead_letters = dead_letters
         self._batches = batches
-        self._max_message_bytes = max_message_bytes
 
-    def __call__(self, messages: DataFrame, batch_id: int) -> None:
+    def __call__(self, prepared: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        parsed = parse_messages(messages, self._max_message_bytes).persist()
+        # The counts ride along the Cassandra write instead of costing a Spark job of their own.
+        observation = Observation(f"profiles-{batch_id}")
+        counted = prepared.observe(
+            observation, F.count(F.lit(1)).alias("received"), F.count("rejection").alias("dead_lettered")
+        ).persist()
         try:
-            # One Spark job for both counts: each job costs a round of tasks on every partition.
-            received, dead_lettered = parsed.agg(F.count(F.lit(1)), F.count("rejection")).first()
+            self._profiles.write(stored_rows(counted))
+            received, dead_lettered = observation.get["received"], observation.get["dead_lettered"]
             if dead_lettered:
-                self._dead_letters.write(rejected_messages(parsed))
-            self._profiles.write(protect(normalize(valid_profiles(parsed)), self._keys))
+                self._dead_letters.write(rejected_messages(counted))
         finally:
-            parsed.unpersist()
+            counted.unpersist()
         counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
         log.info(
@@ -133,6 +131,34 @@ class AggregateBatchWriter:
         )
 
 
+class ProgressLog(StreamingQueryListener):
+    """One log line per micro-batch and query: rows, rates and where the time went."""
+
+    # camelCase: Spark's listener API.
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        fields = {
+            "query": progress.name,
+            "batch_id": progress.batchId,
+            "rows": progress.numInputRows,
+            "rows_per_second": round(progress.processedRowsPerSecond or 0.0, 1),
+            "duration_ms": dict(progress.durationMs),
+        }
+        if progress.stateOperators:
+            fields["state_rows"] = sum(op.numRowsTotal for op in progress.stateOperators)
+            fields["state_commit_ms"] = sum(op.commitTimeMs for op in progress.stateOperators)
+        log.info("micro-batch progress", extra={"fields": fields})
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+
 def aggregate_stream(messages: DataFrame, max_message_bytes: int) -> DataFrame:
     """Counts per (collection, key) over distinct user ids; only non-personal columns kept."""
     distinct_users = (
@@ -152,33 +178,41 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("startingOffsets", stream.starting_offsets)
         .option("maxOffsetsPerTrigger", stream.max_offsets_per_trigger)
         .option("groupIdPrefix", kafka.consumer_group_prefix)  # what the consumer-group ACL allows
+        # A cached consumer's prefetch waits this long on the broker for records that do
+        # not exist yet, and the next micro-batch's read of that partition queued behind
+        # it: 500 ms (Kafka's default) per task, most of a small batch's time.
+        .option("kafka.fetch.max.wait.ms", str(FETCH_MAX_WAIT_MS))
         .load()
+        # One task per executor core instead of one per topic partition: a task costs
+        # scheduling and a consumer round trip whatever its size.
+        .coalesce(stream.parallelism)
     )
 
 
 def start_queries(
     messages: DataFrame,
-    checkpoint_location: str,
-    trigger_interval: str,
+    keys: KeyRing,
+    stream: StreamSettings,
     profile_writer: ProfileBatchWriter,
     aggregate_writer: AggregateBatchWriter,
-    max_message_bytes: int,
 ) -> list[StreamingQuery]:
-    checkpoint = checkpoint_location.rstrip("/")
+    """Profiles at ``trigger_interval`` (they carry the latency), aggregates less often."""
+    checkpoint = stream.checkpoint_location.rstrip("/")
     profiles = (
-        messages.writeStream.queryName("profiles")
+        prepare(messages, keys, stream.max_message_bytes)
+        .writeStream.queryName("profiles")
         .foreachBatch(profile_writer)
         .option("checkpointLocation", f"{checkpoint}/profiles")
-        .trigger(processingTime=trigger_interval)
+        .trigger(processingTime=stream.trigger_interval)
         .start()
     )
     aggregates = (
-        aggregate_stream(messages, max_message_bytes)
+        aggregate_stream(messages, stream.max_message_bytes)
         .writeStream.queryName("aggregates")
         .outputMode("update")
         .foreachBatch(aggregate_writer)
         .option("checkpointLocation", f"{checkpoint}/aggregates")
-        .trigger(processingTime=trigger_interval)
+        .trigger(processingTime=stream.aggregate_trigger_interval)
         .start()
     )
     return [profiles, aggregates]
@@ -202,20 +236,12 @@ def run(settings: Settings) -> None:
     store = MongoAggregateStore(settings.mongodb)
     spark = build_spark(settings)
     spark.sparkContext.setLogLevel("WARN")
-    writer = ProfileBatchWriter(
-        keys,
-        CassandraProfileStore(settings.cassandra),
-        KafkaDeadLetterSink(settings.kafka),
-        store,
-        settings.stream.max_message_bytes,
+    spark.streams.addListener(ProgressLog())
+    profile_writer = ProfileBatchWriter(
+        CassandraProfileStore(settings.cassandra), KafkaDeadLetterSink(settings.kafka), store
     )
     queries = start_queries(
-        read_kafka(spark, settings),
-        settings.stream.checkpoint_location,
-        settings.stream.trigger_interval,
-        writer,
-        AggregateBatchWriter(store),
-        settings.stream.max_message_bytes,
+        read_kafka(spark, settings), keys, settings.stream, profile_writer, AggregateBatchWriter(store)
     )
     _stop_on_sigterm(spark, queries)
     log.info(

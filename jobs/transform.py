@@ -1,9 +1,10 @@
 """The GDPR transformation, as plain ``DataFrame -> DataFrame`` functions.
 
 Chain: Kafka messages -> ``parse_messages`` (profile struct + rejection reason) ->
-valid rows -> ``normalize`` (plain-text working columns, never stored) -> either
-``protect`` (the Cassandra row: personal data encrypted, secrets gone) or
-``aggregate_facts`` / ``aggregate`` (counts without personal data, for MongoDB).
+``normalized_columns`` (plain-text working columns, never stored) -> either
+``protected_columns`` (the Cassandra row: personal data encrypted, secrets gone; the
+job's ``prepare`` / ``stored_rows``) or ``aggregate_facts`` / ``aggregate`` (counts
+without personal data, for MongoDB).
 
 Everything runs as Spark built-ins in the JVM: no row passes through Python.
 """
@@ -186,7 +187,7 @@ def _email_domain(email: Column) -> Column:
     return F.when(normalized.contains("@"), _blank_to_null(F.substring_index(normalized, "@", -1)))
 
 
-def normalize(valid: DataFrame) -> DataFrame:
+def normalized_columns() -> list[Column]:
     """Plain-text working columns of a valid profile. Held in memory only, never stored.
 
     Dates become UTC timestamps/dates (the session time zone must be UTC, see
@@ -194,7 +195,7 @@ def normalize(valid: DataFrame) -> DataFrame:
     """
     profile = F.col("profile")
     registered_at = _iso_timestamp(profile.registered.date)
-    return valid.select(
+    return [
         F.lower(profile.login.uuid).alias("user_id"),
         F.upper(profile.nat).alias("nationality"),
         F.coalesce(F.lower(_blank_to_null(profile.gender)), F.lit(UNKNOWN)).alias("gender"),
@@ -208,15 +209,19 @@ def normalize(valid: DataFrame) -> DataFrame:
         F.to_date(_iso_timestamp(profile.dob.date)).alias("birth_date"),
         registered_at.alias("registered_at"),
         F.col("timestamp").alias("produced_at"),
-    )
-
-
-def _date_parts(column: str, prefix: str) -> list[Column]:
-    return [
-        F.year(column).alias(f"{prefix}_year"),
-        F.month(column).alias(f"{prefix}_month"),
-        F.dayofmonth(column).alias(f"{prefix}_day"),
     ]
+
+
+def normalize(valid: DataFrame) -> DataFrame:
+    return valid.select(*normalized_columns())
+
+
+def _date_parts(column: str, prefix: str) -> dict[str, Column]:
+    return {
+        f"{prefix}_year": F.year(column),
+        f"{prefix}_month": F.month(column),
+        f"{prefix}_day": F.dayofmonth(column),
+    }
 
 
 def encrypt_column(column: str, stored_name: str, keys: KeyRing) -> Column:
@@ -230,7 +235,7 @@ def encrypt_column(column: str, stored_name: str, keys: KeyRing) -> Column:
         F.lit(""),  # empty IV: Spark draws a random 12-byte IV per value
         F.lit(associated_data(header, stored_name)),
     )
-    return F.concat(F.lit(header), sealed).alias(stored_name)
+    return F.concat(F.lit(header), sealed)
 
 
 def email_pseudonym(column: str, keys: KeyRing) -> Column:
@@ -241,24 +246,44 @@ def email_pseudonym(column: str, keys: KeyRing) -> Column:
     return F.sha2(F.concat(F.lit(outer_pad), inner), 256)
 
 
-def protect(normalized: DataFrame, keys: KeyRing) -> DataFrame:
-    """The stored row (``STORED_SCHEMA``): personal data encrypted, the rest minimised."""
-    return normalized.select(
-        "user_id",
-        "nationality",
-        "gender",
-        "country",
-        *(encrypt_column(plain, stored, keys) for plain, stored in ENCRYPTED_COLUMNS.items()),
-        email_pseudonym("email", keys).alias("email_pseudonym"),
-        "email_domain",
-        "birth_date",
-        *_date_parts("birth_date", "birth"),
-        "registered_at",
-        *_date_parts("registered_at", "registered"),
-        F.lit(keys.active_key_id).alias("key_id"),
-        "produced_at",
-        F.current_timestamp().alias("stored_at"),
-    ).select(*STORED_SCHEMA.fieldNames())
+def protected_columns(keys: KeyRing) -> list[Column]:
+    """The stored row (``STORED_SCHEMA``) from the normalized columns: personal data
+    encrypted, the rest minimised."""
+    columns = {
+        **{name: F.col(name) for name in ("user_id", "nationality", "gender", "country")},
+        **{stored: encrypt_column(plain, stored, keys) for plain, stored in ENCRYPTED_COLUMNS.items()},
+        "email_pseudonym": email_pseudonym("email", keys),
+        "email_domain": F.col("email_domain"),
+        "birth_date": F.col("birth_date"),
+        **_date_parts("birth_date", "birth"),
+        "registered_at": F.col("registered_at"),
+        **_date_parts("registered_at", "registered"),
+        "key_id": F.lit(keys.active_key_id),
+        "produced_at": F.col("produced_at"),
+        "stored_at": F.current_timestamp(),
+    }
+    assert set(columns) == set(STORED_SCHEMA.fieldNames())
+    return [columns[name].alias(name) for name in STORED_SCHEMA.fieldNames()]
+
+
+DEAD_LETTER_SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "rejection")
+
+
+def prepare(messages: DataFrame, keys: KeyRing, max_message_bytes: int) -> DataFrame:
+    """Each message once: what a dead letter needs, ``rejection``, and the ``stored`` row.
+
+    The stream job builds this plan once per query: a micro-batch then spends no time
+    building the transformation in Python. ``stored`` means nothing where ``rejection``
+    is set (see ``stored_rows``).
+    """
+    parsed = parse_messages(messages, max_message_bytes)
+    return parsed.select(*DEAD_LETTER_SOURCE_COLUMNS, *normalized_columns()).select(
+        *DEAD_LETTER_SOURCE_COLUMNS, F.struct(*protected_columns(keys)).alias("stored")
+    )
+
+
+def stored_rows(prepared: DataFrame) -> DataFrame:
+    return valid_profiles(prepared).select("stored.*")
 
 
 def aggregate_facts(normalized: DataFrame) -> DataFrame:

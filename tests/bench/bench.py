@@ -245,10 +245,10 @@ def best_of(runs: int, action: Callable[[], None]) -> float:
 
 def transform_limit(report: Report, rows: int, spark: Any, messages: Any) -> None:
     from jobs.keyring import load_keyring
-    from jobs.transform import normalize, parse_messages, protect, valid_profiles
+    from jobs.transform import prepare, stored_rows
 
     keys = load_keyring(SECRETS / "profile-keys.json")
-    stored = protect(normalize(valid_profiles(parse_messages(messages, 1_048_576))), keys)
+    stored = stored_rows(prepare(messages, keys, 1_048_576))
     seconds = best_of(3, lambda: stored.write.format("noop").mode("overwrite").save())
     report.add(
         "limits", "transformation", rows / seconds, "rows/s", "(static DataFrame, local[2], best of 3)"

@@ -12,7 +12,7 @@ import pytest
 
 from jobs.aggregates import EPOCH, age_bands, age_on, average_age
 from jobs.stream import AggregateBatchWriter, ProfileBatchWriter, aggregate_stream
-from jobs.transform import aggregate, aggregate_facts, normalize, parse_messages, valid_profiles
+from jobs.transform import aggregate, aggregate_facts, normalize, parse_messages, prepare, valid_profiles
 from tests.factories import generated_profiles
 from tests.messages import kafka_frame
 
@@ -145,9 +145,10 @@ class ListSink:
 def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample):
     messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}])
     profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
-    writer = ProfileBatchWriter(keys, profiles, dead, store, MAX_BYTES)
-    writer(messages, 7)
-    writer(messages, 7)
+    writer = ProfileBatchWriter(profiles, dead, store)
+    prepared = prepare(messages, keys, MAX_BYTES)
+    writer(prepared, 7)
+    writer(prepared, 7)
     assert set(profiles.rows) == {p["login"]["uuid"] for p in sample[:20]}
     assert store.batches == {"profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2}}
 

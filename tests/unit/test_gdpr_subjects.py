@@ -1,6 +1,6 @@
 """Subject access and erasure against an in-memory profile table and aggregate database.
 
-Rows are built like the stream job's (``jobs.transform.protect``): the same envelope
+Rows are built like the stream job's (``jobs.transform.protected_columns``): the same envelope
 (``KeyRing.encrypt``), the same pseudonym; the real table is exercised on the lab by
 tests/integration/test_subject_rights.py.
 """

@@ -14,10 +14,10 @@ from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
 from jobs.transform import (
     ENCRYPTED_COLUMNS,
     FIELD_TREATMENT,
-    normalize,
     parse_messages,
-    protect,
+    prepare,
     rejected_messages,
+    stored_rows,
     valid_profiles,
 )
 from tests.factories import generated_profiles, leaf_values
@@ -27,9 +27,10 @@ pytestmark = pytest.mark.spark
 MAX_BYTES = 65_536
 
 
-def stored_rows(spark, profiles, keys):
-    parsed = parse_messages(kafka_frame(spark, profiles), MAX_BYTES)
-    return {row.user_id: row for row in protect(normalize(valid_profiles(parsed)), keys).collect()}
+def stored_by_id(spark, profiles, keys):
+    """What the stream job stores (``jobs.stream`` writes ``stored_rows(prepare(...))``)."""
+    prepared = prepare(kafka_frame(spark, profiles), keys, MAX_BYTES)
+    return {row.user_id: row for row in stored_rows(prepared).collect()}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +40,12 @@ def sample():
 
 
 def test_every_generated_profile_is_valid_and_stored_once(spark, keys, sample):
-    rows = stored_rows(spark, sample, keys)
+    rows = stored_by_id(spark, sample, keys)
     assert set(rows) == {p["login"]["uuid"] for p in sample}
 
 
 def test_full_name_is_title_first_last_encrypted(spark, keys, sample):
-    rows = stored_rows(spark, sample, keys)
+    rows = stored_by_id(spark, sample, keys)
     for profile in sample:
         name = profile["name"]
         expected = " ".join(part for part in (name["title"], name["first"], name["last"]) if part)
@@ -52,7 +53,7 @@ def test_full_name_is_title_first_last_encrypted(spark, keys, sample):
 
 
 def test_full_address_keeps_alphanumeric_and_numeric_postcodes(spark, keys, sample):
-    rows = stored_rows(spark, sample, keys)
+    rows = stored_by_id(spark, sample, keys)
     postcode_kinds = set()
     for profile in sample:
         loc = profile["location"]
@@ -64,7 +65,7 @@ def test_full_address_keeps_alphanumeric_and_numeric_postcodes(spark, keys, samp
 
 
 def test_email_phone_cell_decrypt_with_python_cryptography(spark, keys, sample):
-    rows = stored_rows(spark, sample, keys)
+    rows = stored_by_id(spark, sample, keys)
     for profile in sample:
         row = rows[profile["login"]["uuid"]]
         for field in ("email", "phone", "cell"):
@@ -77,21 +78,21 @@ def test_email_phone_cell_decrypt_with_python_cryptography(spark, keys, sample):
 def test_same_plaintext_encrypts_differently_each_time(spark, keys, sample):
     twin = copy.deepcopy(sample[0])
     twin["login"]["uuid"] = "00000000-0000-4000-8000-000000000001"
-    rows = stored_rows(spark, [sample[0], twin], keys)
+    rows = stored_by_id(spark, [sample[0], twin], keys)
     first, second = rows.values()
     assert first.email_enc != second.email_enc  # random IV: equal emails are not linkable
 
 
 def test_ciphertext_moved_to_another_column_does_not_decrypt(spark, keys, sample):
-    row = next(iter(stored_rows(spark, sample[:1], keys).values()))
+    row = next(iter(stored_by_id(spark, sample[:1], keys).values()))
     with pytest.raises(DecryptionError):
         keys.decrypt(row.phone_enc, "cell_enc")
 
 
 def test_rotated_key_encrypts_new_rows_and_old_rows_still_decrypt(spark, keys, sample):
-    old_row = stored_rows(spark, sample[:1], keys)[sample[0]["login"]["uuid"]]
+    old_row = stored_by_id(spark, sample[:1], keys)[sample[0]["login"]["uuid"]]
     newer = rotated(keys)
-    new_row = stored_rows(spark, sample[:1], newer)[sample[0]["login"]["uuid"]]
+    new_row = stored_by_id(spark, sample[:1], newer)[sample[0]["login"]["uuid"]]
     assert (old_row.key_id, new_row.key_id) == (1, 2)
     assert new_row.email_enc[1:3] == (2).to_bytes(2, "big")
     assert newer.decrypt(old_row.email_enc, "email_enc") == newer.decrypt(new_row.email_enc, "email_enc")
@@ -102,7 +103,7 @@ def test_rotated_key_encrypts_new_rows_and_old_rows_still_decrypt(spark, keys, s
 def test_email_pseudonym_is_hmac_sha256_of_normalized_email(spark, keys, sample):
     shouting = copy.deepcopy(sample[0])
     shouting["email"] = "  " + shouting["email"].upper() + " "
-    row = next(iter(stored_rows(spark, [shouting], keys).values()))
+    row = next(iter(stored_by_id(spark, [shouting], keys).values()))
     expected = hmac.new(keys.pseudonym_key, sample[0]["email"].lower().encode(), hashlib.sha256).hexdigest()
     assert row.email_pseudonym == expected == keys.pseudonym(shouting["email"])
     assert row.email_domain == sample[0]["email"].split("@")[1].lower()
@@ -112,7 +113,7 @@ def test_dates_are_utc_with_year_month_day_hierarchy_including_leap_day(spark, k
     leap = copy.deepcopy(sample[0])
     leap["dob"] = {"date": "1992-02-29T23:59:59.999Z", "age": 34}
     leap["registered"] = {"date": "2012-11-03T17:05:48.120Z", "age": 14}
-    row = next(iter(stored_rows(spark, [leap], keys).values()))
+    row = next(iter(stored_by_id(spark, [leap], keys).values()))
     assert row.birth_date == dt.date(1992, 2, 29)
     assert (row.birth_year, row.birth_month, row.birth_day) == (1992, 2, 29)
     assert row.registered_at.replace(tzinfo=None) == dt.datetime(2012, 11, 3, 17, 5, 48, 120000)
@@ -120,8 +121,7 @@ def test_dates_are_utc_with_year_month_day_hierarchy_including_leap_day(spark, k
 
 
 def test_stored_row_has_exactly_the_declared_columns_and_no_age_or_secret(spark, keys, sample):
-    parsed = parse_messages(kafka_frame(spark, sample[:3]), MAX_BYTES)
-    stored = protect(normalize(valid_profiles(parsed)), keys)
+    stored = stored_rows(prepare(kafka_frame(spark, sample[:3]), keys, MAX_BYTES))
     assert stored.schema.fieldNames() == STORED_SCHEMA.fieldNames()
     forbidden = ("age", "password", "salt", "md5", "sha1", "sha256", "username", "picture", "latitude")
     assert not [c for c in stored.columns for word in forbidden if word in c.split("_")]
@@ -134,7 +134,7 @@ def test_missing_optional_values_become_null_not_empty_strings(spark, keys, samp
     sparse["cell"] = ""
     sparse["email"] = None
     sparse["location"]["street"]["number"] = None
-    row = next(iter(stored_rows(spark, [sparse], keys).values()))
+    row = next(iter(stored_by_id(spark, [sparse], keys).values()))
     assert (
         keys.decrypt(row.full_name_enc, "full_name_enc")
         == f"{sparse['name']['first']} {sparse['name']['last']}"
@@ -147,7 +147,7 @@ def test_missing_optional_values_become_null_not_empty_strings(spark, keys, samp
 
 def test_no_input_text_appears_in_plain_anywhere_in_stored_rows(spark, keys, sample):
     """Scan every column, binary ones included, for every personal or secret input value."""
-    rows = stored_rows(spark, sample, keys)
+    rows = stored_by_id(spark, sample, keys)
     kept_as_is = {"gender", "nat", "location.country", "login.uuid", "location.timezone.offset"}
     hex_columns = {"user_id", "email_pseudonym"}  # hex digests: digit runs would match by chance
     for profile in sample:
@@ -233,9 +233,7 @@ def test_encryption_key_is_redacted_from_the_query_plan(spark, keys, sample):
     """The key is a literal in the plan; Spark's UI and logs must not show it."""
     from jobs.stream import REDACTED_PLAN_STRINGS
 
-    stored = protect(
-        normalize(valid_profiles(parse_messages(kafka_frame(spark, sample[:1]), MAX_BYTES))), keys
-    )
+    stored = stored_rows(prepare(kafka_frame(spark, sample[:1]), keys, MAX_BYTES))
     spark.conf.set("spark.sql.redaction.string.regex", REDACTED_PLAN_STRINGS)
     try:
         plan = stored._jdf.queryExecution().toString().lower()
