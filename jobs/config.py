@@ -79,7 +79,7 @@ class StreamSettings(_Section):
     checkpoint_location: str = Field(min_length=1)
     trigger_interval: str = "1 second"
     # Aggregates may lag: their stateful micro-batches cost more and would delay profiles.
-    aggregate_trigger_interval: str = "30 seconds"
+    aggregate_trigger_interval: str = "10 seconds"
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(default=100_000, gt=0)
     max_message_bytes: int = Field(default=65_536, gt=0)

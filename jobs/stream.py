@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, StreamSettings, load_settings
+from jobs.config import ConfigError, Settings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
 from jobs.sinks import (
@@ -61,6 +61,10 @@ log = logging.getLogger("bigdataflow.stream")
 REDACTED_OPTIONS = r"(?i)secret|password|token|access[.]key|jaas"
 REDACTED_PLAN_STRINGS = r"(?i)[0-9a-f]{64,}|X'[0-9A-F]{32,}'"
 FETCH_MAX_WAIT_MS = 20
+SCHEDULER_POOLS = Path(__file__).with_name("scheduler-pools.xml")
+# Aggregate micro-batches are split into this many tasks per core: short tasks, so a
+# profile task waits little for a core (the scheduler does not preempt).
+AGGREGATE_TASKS_PER_CORE = 8
 
 
 def build_spark(settings: Settings) -> SparkSession:
@@ -75,6 +79,8 @@ def build_spark(settings: Settings) -> SparkSession:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.sql.shuffle.partitions": str(settings.stream.parallelism),
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         **cassandra_spark_conf(settings.cassandra),
     }
     for key, value in conf.items():
@@ -92,18 +98,16 @@ class ProfileBatchWriter:
 
     def __call__(self, prepared: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        # The counts ride along the Cassandra write instead of costing a Spark job of their own.
+        # The counts ride along the Cassandra write instead of costing a Spark job of their
+        # own. Nothing is cached: the rare batch with dead letters reads Kafka again.
         observation = Observation(f"profiles-{batch_id}")
         counted = prepared.observe(
             observation, F.count(F.lit(1)).alias("received"), F.count("rejection").alias("dead_lettered")
-        ).persist()
-        try:
-            self._profiles.write(stored_rows(counted))
-            received, dead_lettered = observation.get["received"], observation.get["dead_lettered"]
-            if dead_lettered:
-                self._dead_letters.write(rejected_messages(counted))
-        finally:
-            counted.unpersist()
+        )
+        self._profiles.write(stored_rows(counted))
+        received, dead_lettered = observation.get["received"], observation.get["dead_lettered"]
+        if dead_lettered:
+            self._dead_letters.write(rejected_messages(prepared))
         counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
         log.info(
@@ -169,9 +173,10 @@ def aggregate_stream(messages: DataFrame, max_message_bytes: int) -> DataFrame:
     return aggregate(aggregate_facts(distinct_users))
 
 
-def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
+def read_kafka(spark: SparkSession, settings: Settings, min_partitions: int | None = None) -> DataFrame:
+    """The topic as a stream; ``min_partitions`` splits a micro-batch into at least that many tasks."""
     kafka, stream = settings.kafka, settings.stream
-    return (
+    reader = (
         spark.readStream.format("kafka")
         .options(**kafka_client_options(kafka))
         .option("subscribe", kafka.topic)
@@ -182,22 +187,28 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
         # not exist yet, and the next micro-batch's read of that partition queued behind
         # it: 500 ms (Kafka's default) per task, most of a small batch's time.
         .option("kafka.fetch.max.wait.ms", str(FETCH_MAX_WAIT_MS))
-        .load()
-        # One task per executor core instead of one per topic partition: a task costs
-        # scheduling and a consumer round trip whatever its size.
-        .coalesce(stream.parallelism)
     )
+    if min_partitions:
+        reader = reader.option("minPartitions", min_partitions)
+    return reader.load()
 
 
 def start_queries(
-    messages: DataFrame,
+    spark: SparkSession,
+    settings: Settings,
     keys: KeyRing,
-    stream: StreamSettings,
     profile_writer: ProfileBatchWriter,
     aggregate_writer: AggregateBatchWriter,
 ) -> list[StreamingQuery]:
-    """Profiles at ``trigger_interval`` (they carry the latency), aggregates less often."""
+    """Profiles every ``trigger_interval``, first in line for the cores: they carry the
+    latency. Aggregates less often, in the cores' spare time (``scheduler-pools.xml``)."""
+    stream = settings.stream
     checkpoint = stream.checkpoint_location.rstrip("/")
+    # A streaming query's jobs run in the pool set on the thread that starts it.
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "profiles")
+    # One task per core, not per topic partition: a task costs scheduling and a consumer
+    # round trip whatever its size.
+    messages = read_kafka(spark, settings).coalesce(stream.parallelism)
     profiles = (
         prepare(messages, keys, stream.max_message_bytes)
         .writeStream.queryName("profiles")
@@ -206,6 +217,8 @@ def start_queries(
         .trigger(processingTime=stream.trigger_interval)
         .start()
     )
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "aggregates")
+    messages = read_kafka(spark, settings, min_partitions=stream.parallelism * AGGREGATE_TASKS_PER_CORE)
     aggregates = (
         aggregate_stream(messages, stream.max_message_bytes)
         .writeStream.queryName("aggregates")
@@ -215,6 +228,7 @@ def start_queries(
         .trigger(processingTime=stream.aggregate_trigger_interval)
         .start()
     )
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     return [profiles, aggregates]
 
 
@@ -240,9 +254,7 @@ def run(settings: Settings) -> None:
     profile_writer = ProfileBatchWriter(
         CassandraProfileStore(settings.cassandra), KafkaDeadLetterSink(settings.kafka), store
     )
-    queries = start_queries(
-        read_kafka(spark, settings), keys, settings.stream, profile_writer, AggregateBatchWriter(store)
-    )
+    queries = start_queries(spark, settings, keys, profile_writer, AggregateBatchWriter(store))
     _stop_on_sigterm(spark, queries)
     log.info(
         "stream job started",
