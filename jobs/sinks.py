@@ -8,8 +8,10 @@ documents by their key with absolute values, batch records by batch id.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
@@ -24,6 +26,10 @@ class ProfileStore(Protocol):
 
 class DeadLetterSink(Protocol):
     def write(self, rejected: DataFrame) -> None: ...
+
+
+class AggregateInputSink(Protocol):
+    def write(self, batch_id: int, lines: str) -> None: ...
 
 
 class AggregateStore(Protocol):
@@ -132,3 +138,25 @@ class MongoAggregateStore:
                 {"query": query, "batch_id": batch_id, "at": at, **counts},
                 upsert=True,
             )
+
+
+class AggregateInputSpool:
+    """The aggregate query's input: one JSON-lines file per profile micro-batch.
+
+    Written by the driver, read (then deleted) by the aggregate query's file source. A
+    file appears whole (written under a hidden name, then renamed) and a replayed batch
+    rewrites the same name. Owner-only: the lines hold user ids and birth dates.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def write(self, batch_id: int, lines: str) -> None:
+        if not lines:
+            return
+        name = f"batch-{batch_id:012d}.json"
+        hidden = self.folder / f".{name}.tmp"  # the file source skips names starting with "."
+        with os.fdopen(os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(lines + "\n")
+        hidden.replace(self.folder / name)

@@ -1,16 +1,19 @@
 """The user-profile stream job: Kafka ``user_profiles`` -> Cassandra rows + MongoDB aggregates.
 
-Two streaming queries share one Kafka source definition:
+Two streaming queries; each message is read from Kafka and parsed once:
 
-* ``profiles`` (every ``trigger_interval``): each message is parsed and transformed
-  (``jobs.transform.prepare``, planned once); bad messages go to the dead-letter topic
-  with their reason, good ones are encrypted and upserted into Cassandra by user id.
-* ``aggregates`` (every ``aggregate_trigger_interval``): profiles deduplicated by user
-  id in Spark's state store, then counted; every changed count is written to MongoDB
-  as an absolute value.
+* ``profiles`` (every ``trigger_interval``, first in line for the cores): each message
+  is parsed and transformed (``jobs.transform.prepare``, planned once); bad messages go
+  to the dead-letter topic with their reason, good ones are encrypted and upserted into
+  Cassandra by user id. What the aggregates need of the stored rows (no contact data) is
+  spooled as JSON lines below the checkpoint location.
+* ``aggregates`` (every ``aggregate_trigger_interval``): the spooled rows deduplicated
+  by user id in Spark's state store, then counted; every changed count is written to
+  MongoDB as an absolute value; counted spool files are deleted.
 
-Both are idempotent under replay (see ``jobs.sinks``); the checkpoint holds Kafka
-offsets and the dedup/count state, so a restart resumes without double counting.
+Both are idempotent under replay (see ``jobs.sinks``); the checkpoints hold Kafka
+offsets, the spool files seen and the dedup/count state, so a restart resumes without
+double counting.
 
 Run with ``spark-submit jobs/stream.py --config /etc/bigdataflow/bigdataflow.toml``
 (the ``stream_job`` role's systemd unit does exactly that).
@@ -31,10 +34,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, load_settings
+from jobs.config import ConfigError, Settings, StreamSettings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
+from jobs.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.sinks import (
+    AggregateInputSink,
+    AggregateInputSpool,
     AggregateStore,
     CassandraProfileStore,
     DeadLetterSink,
@@ -47,12 +53,10 @@ from jobs.sinks import (
 from jobs.transform import (
     aggregate,
     aggregate_facts,
-    normalize,
-    parse_messages,
+    aggregate_input_lines,
     prepare,
     rejected_messages,
     stored_rows,
-    valid_profiles,
 )
 
 log = logging.getLogger("bigdataflow.stream")
@@ -62,9 +66,8 @@ REDACTED_OPTIONS = r"(?i)secret|password|token|access[.]key|jaas"
 REDACTED_PLAN_STRINGS = r"(?i)[0-9a-f]{64,}|X'[0-9A-F]{32,}'"
 FETCH_MAX_WAIT_MS = 20
 SCHEDULER_POOLS = Path(__file__).with_name("scheduler-pools.xml")
-# Aggregate micro-batches are split into this many tasks per core: short tasks, so a
-# profile task waits little for a core (the scheduler does not preempt).
-AGGREGATE_TASKS_PER_CORE = 8
+# Below the checkpoint location: the aggregate query's input, written by the profile query.
+AGGREGATE_INPUT_FOLDER = "aggregate-input"
 
 
 def build_spark(settings: Settings) -> SparkSession:
@@ -91,23 +94,36 @@ def build_spark(settings: Settings) -> SparkSession:
 class ProfileBatchWriter:
     """``foreachBatch`` handler of the ``profiles`` query (its input: ``jobs.transform.prepare``)."""
 
-    def __init__(self, profiles: ProfileStore, dead_letters: DeadLetterSink, batches: AggregateStore) -> None:
+    def __init__(
+        self,
+        profiles: ProfileStore,
+        dead_letters: DeadLetterSink,
+        aggregate_input: AggregateInputSink,
+        batches: AggregateStore,
+    ) -> None:
         self._profiles = profiles
         self._dead_letters = dead_letters
+        self._aggregate_input = aggregate_input
         self._batches = batches
 
     def __call__(self, prepared: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        # The counts ride along the Cassandra write instead of costing a Spark job of their
-        # own. Nothing is cached: the rare batch with dead letters reads Kafka again.
+        # The counts and the aggregates' input ride along the Cassandra write instead of
+        # costing Spark jobs of their own. Nothing is cached: the rare batch with dead
+        # letters reads Kafka again.
         observation = Observation(f"profiles-{batch_id}")
         counted = prepared.observe(
-            observation, F.count(F.lit(1)).alias("received"), F.count("rejection").alias("dead_lettered")
+            observation,
+            F.count(F.lit(1)).alias("received"),
+            F.count("rejection").alias("dead_lettered"),
+            aggregate_input_lines().alias("aggregate_input"),
         )
         self._profiles.write(stored_rows(counted))
-        received, dead_lettered = observation.get["received"], observation.get["dead_lettered"]
+        observed = observation.get
+        received, dead_lettered = observed["received"], observed["dead_lettered"]
         if dead_lettered:
             self._dead_letters.write(rejected_messages(prepared))
+        self._aggregate_input.write(batch_id, observed["aggregate_input"])
         counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
         log.info(
@@ -163,20 +179,21 @@ class ProgressLog(StreamingQueryListener):
         pass
 
 
-def aggregate_stream(messages: DataFrame, max_message_bytes: int) -> DataFrame:
-    """Counts per (collection, key) over distinct user ids; only non-personal columns kept."""
+def aggregate_stream(spark: SparkSession, spool: Path) -> DataFrame:
+    """Counts per (collection, key) over distinct user ids, from the spool the profile
+    query fills with what it stored (its files are deleted once counted)."""
     distinct_users = (
-        normalize(valid_profiles(parse_messages(messages, max_message_bytes)))
-        .select("user_id", "nationality", "gender", "email_domain", "birth_date", "registered_at")
+        spark.readStream.schema(AGGREGATE_INPUT_SCHEMA)
+        .option("cleanSource", "delete")
+        .json(str(spool))
         .dropDuplicates(["user_id"])
     )
     return aggregate(aggregate_facts(distinct_users))
 
 
-def read_kafka(spark: SparkSession, settings: Settings, min_partitions: int | None = None) -> DataFrame:
-    """The topic as a stream; ``min_partitions`` splits a micro-batch into at least that many tasks."""
+def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     kafka, stream = settings.kafka, settings.stream
-    reader = (
+    return (
         spark.readStream.format("kafka")
         .options(**kafka_client_options(kafka))
         .option("subscribe", kafka.topic)
@@ -187,10 +204,11 @@ def read_kafka(spark: SparkSession, settings: Settings, min_partitions: int | No
         # not exist yet, and the next micro-batch's read of that partition queued behind
         # it: 500 ms (Kafka's default) per task, most of a small batch's time.
         .option("kafka.fetch.max.wait.ms", str(FETCH_MAX_WAIT_MS))
+        .load()
+        # One task per core, not per topic partition: a task costs scheduling and a
+        # consumer round trip whatever its size.
+        .coalesce(stream.parallelism)
     )
-    if min_partitions:
-        reader = reader.option("minPartitions", min_partitions)
-    return reader.load()
 
 
 def start_queries(
@@ -203,33 +221,32 @@ def start_queries(
     """Profiles every ``trigger_interval``, first in line for the cores: they carry the
     latency. Aggregates less often, in the cores' spare time (``scheduler-pools.xml``)."""
     stream = settings.stream
-    checkpoint = stream.checkpoint_location.rstrip("/")
     # A streaming query's jobs run in the pool set on the thread that starts it.
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "profiles")
-    # One task per core, not per topic partition: a task costs scheduling and a consumer
-    # round trip whatever its size.
-    messages = read_kafka(spark, settings).coalesce(stream.parallelism)
     profiles = (
-        prepare(messages, keys, stream.max_message_bytes)
+        prepare(read_kafka(spark, settings), keys, stream.max_message_bytes)
         .writeStream.queryName("profiles")
         .foreachBatch(profile_writer)
-        .option("checkpointLocation", f"{checkpoint}/profiles")
+        .option("checkpointLocation", str(checkpoint_folder(stream, "profiles")))
         .trigger(processingTime=stream.trigger_interval)
         .start()
     )
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "aggregates")
-    messages = read_kafka(spark, settings, min_partitions=stream.parallelism * AGGREGATE_TASKS_PER_CORE)
     aggregates = (
-        aggregate_stream(messages, stream.max_message_bytes)
+        aggregate_stream(spark, checkpoint_folder(stream, AGGREGATE_INPUT_FOLDER))
         .writeStream.queryName("aggregates")
         .outputMode("update")
         .foreachBatch(aggregate_writer)
-        .option("checkpointLocation", f"{checkpoint}/aggregates")
+        .option("checkpointLocation", str(checkpoint_folder(stream, "aggregate-counts")))
         .trigger(processingTime=stream.aggregate_trigger_interval)
         .start()
     )
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     return [profiles, aggregates]
+
+
+def checkpoint_folder(stream: StreamSettings, name: str) -> Path:
+    return Path(stream.checkpoint_location) / name
 
 
 def _stop_on_sigterm(spark: SparkSession, queries: list[StreamingQuery]) -> None:
@@ -252,7 +269,10 @@ def run(settings: Settings) -> None:
     spark.sparkContext.setLogLevel("WARN")
     spark.streams.addListener(ProgressLog())
     profile_writer = ProfileBatchWriter(
-        CassandraProfileStore(settings.cassandra), KafkaDeadLetterSink(settings.kafka), store
+        CassandraProfileStore(settings.cassandra),
+        KafkaDeadLetterSink(settings.kafka),
+        AggregateInputSpool(checkpoint_folder(settings.stream, AGGREGATE_INPUT_FOLDER)),
+        store,
     )
     queries = start_queries(spark, settings, keys, profile_writer, AggregateBatchWriter(store))
     _stop_on_sigterm(spark, queries)

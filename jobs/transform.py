@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from jobs.aggregates import AGGREGATE_COLLECTIONS
 from jobs.keyring import KeyRing, associated_data, envelope_header
-from jobs.schema import CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
+from jobs.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 UNKNOWN = "unknown"
@@ -212,10 +212,6 @@ def normalized_columns() -> list[Column]:
     ]
 
 
-def normalize(valid: DataFrame) -> DataFrame:
-    return valid.select(*normalized_columns())
-
-
 def _date_parts(column: str, prefix: str) -> dict[str, Column]:
     return {
         f"{prefix}_year": F.year(column),
@@ -284,6 +280,14 @@ def prepare(messages: DataFrame, keys: KeyRing, max_message_bytes: int) -> DataF
 
 def stored_rows(prepared: DataFrame) -> DataFrame:
     return valid_profiles(prepared).select("stored.*")
+
+
+def aggregate_input_lines() -> Column:
+    """An aggregate expression over ``prepare``'s rows: the stored rows' aggregate input
+    (``AGGREGATE_INPUT_SCHEMA``) as JSON lines, for ``DataFrame.observe``."""
+    fields = [F.col(f"stored.{name}").alias(name) for name in AGGREGATE_INPUT_SCHEMA.fieldNames()]
+    line = F.when(F.col("rejection").isNull(), F.to_json(F.struct(*fields)))
+    return F.array_join(F.collect_list(line), "\n")
 
 
 def aggregate_facts(normalized: DataFrame) -> DataFrame:

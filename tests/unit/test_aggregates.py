@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from jobs.aggregates import EPOCH, age_bands, age_on, average_age
+from jobs.sinks import AggregateInputSpool
 from jobs.stream import AggregateBatchWriter, ProfileBatchWriter, aggregate_stream
-from jobs.transform import aggregate, aggregate_facts, normalize, parse_messages, prepare, valid_profiles
+from jobs.transform import aggregate, aggregate_facts, prepare, stored_rows
 from tests.factories import generated_profiles
 from tests.messages import kafka_frame
 
@@ -73,8 +74,8 @@ def sample():
 
 
 @pytest.mark.spark
-def test_batch_aggregates_equal_an_independent_count(spark, sample):
-    valid = normalize(valid_profiles(parse_messages(kafka_frame(spark, sample), MAX_BYTES)))
+def test_batch_aggregates_equal_an_independent_count(spark, keys, sample):
+    valid = stored_rows(prepare(kafka_frame(spark, sample), keys, MAX_BYTES))
     store = InMemoryAggregateStore()
     store.upsert(
         [row.asDict() for row in aggregate(aggregate_facts(valid)).collect()], dt.datetime.now(dt.UTC)
@@ -83,8 +84,8 @@ def test_batch_aggregates_equal_an_independent_count(spark, sample):
 
 
 @pytest.mark.spark
-def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, sample):
-    valid = normalize(valid_profiles(parse_messages(kafka_frame(spark, sample), MAX_BYTES)))
+def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, keys, sample):
+    valid = stored_rows(prepare(kafka_frame(spark, sample), keys, MAX_BYTES))
     changed = aggregate(aggregate_facts(valid))
     store = InMemoryAggregateStore()
     writer = AggregateBatchWriter(store)
@@ -92,44 +93,6 @@ def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, sample):
     once = store.counts()
     writer(changed, 0)
     assert store.counts() == once == independent_counts(sample)
-
-
-@pytest.mark.spark
-def test_stream_restart_and_resent_profiles_never_double_count(spark, sample, tmp_path):
-    """Two runs from one checkpoint; the second input re-sends half of the first."""
-    from pyspark.sql import functions as F
-
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    store = InMemoryAggregateStore()
-
-    def run_once() -> None:
-        lines = spark.readStream.format("text").load(str(incoming))
-        messages = lines.select(
-            F.lit(None).cast("binary").alias("key"),
-            F.col("value").cast("binary").alias("value"),
-            F.lit("user_profiles").alias("topic"),
-            F.lit(0).alias("partition"),
-            F.lit(0).cast("long").alias("offset"),
-            F.current_timestamp().alias("timestamp"),
-        )
-        query = (
-            aggregate_stream(messages, MAX_BYTES)
-            .writeStream.outputMode("update")
-            .foreachBatch(AggregateBatchWriter(store))
-            .option("checkpointLocation", str(tmp_path / "checkpoint"))
-            .trigger(availableNow=True)
-            .start()
-        )
-        query.awaitTermination()
-
-    first, second = sample[:250], sample[125:]
-    (incoming / "part-1.json").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in first))
-    run_once()
-    assert store.counts() == independent_counts(first)
-    (incoming / "part-2.json").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in second))
-    run_once()
-    assert store.counts() == independent_counts(sample)
 
 
 class ListSink:
@@ -142,15 +105,52 @@ class ListSink:
 
 
 @pytest.mark.spark
-def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample):
+def test_stream_restart_and_resent_profiles_never_double_count(spark, keys, sample, tmp_path):
+    """The profile query spools what it stored; two aggregate runs from one checkpoint,
+    the second input re-sends half of the first."""
+    spool = AggregateInputSpool(tmp_path / "spool")
+    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore())
+    store = InMemoryAggregateStore()
+
+    def run_once() -> None:
+        query = (
+            aggregate_stream(spark, spool.folder)
+            .writeStream.outputMode("update")
+            .foreachBatch(AggregateBatchWriter(store))
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+
+    first, second = sample[:250], sample[125:]
+    profile_writer(prepare(kafka_frame(spark, first), keys, MAX_BYTES), 0)
+    run_once()
+    assert store.counts() == independent_counts(first)
+    profile_writer(prepare(kafka_frame(spark, [*second, "not json"]), keys, MAX_BYTES), 1)
+    run_once()
+    assert store.counts() == independent_counts(sample)
+
+
+@pytest.mark.spark
+def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample, tmp_path):
     messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}])
     profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
-    writer = ProfileBatchWriter(profiles, dead, store)
+    spool = AggregateInputSpool(tmp_path / "spool")
+    writer = ProfileBatchWriter(profiles, dead, spool, store)
     prepared = prepare(messages, keys, MAX_BYTES)
     writer(prepared, 7)
     writer(prepared, 7)
     assert set(profiles.rows) == {p["login"]["uuid"] for p in sample[:20]}
     assert store.batches == {"profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2}}
+    (spooled,) = spool.folder.iterdir()
+    assert spooled.name == "batch-000000000007.json" and spooled.stat().st_mode & 0o777 == 0o600
+    lines = [json.loads(line) for line in spooled.read_text().splitlines()]
+    assert {line["user_id"] for line in lines} == {p["login"]["uuid"] for p in sample[:20]}
+    assert all(
+        set(line) <= {"user_id", "nationality", "gender", "email_domain", "birth_date", "registered_at"}
+        for line in lines
+    )
 
 
 def test_average_age_is_derived_from_the_mean_birth_day():
