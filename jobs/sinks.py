@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +63,9 @@ class KafkaDeadLetterSink:
         rejected.write.format("kafka").options(**self._options).save()
 
 
+CASSANDRA_WRITES_IN_FLIGHT = 64
+
+
 def cassandra_spark_conf(cassandra: CassandraSettings) -> dict[str, str]:
     """Spark Cassandra Connector settings; the password is redacted by Spark's UI."""
     credentials = load_credentials(cassandra.credentials_file)
@@ -76,6 +78,9 @@ def cassandra_spark_conf(cassandra: CassandraSettings) -> dict[str, str]:
         # Keep the session between micro-batches (default 3.5 s: shorter than a trigger,
         # so every batch paid for a new connection, login and schema fetch).
         "spark.cassandra.connection.keepAliveMS": "120000",
+        # Every row is its own partition, so its own write: with the default 5 in flight
+        # per task a 500-row task waited on 100 round trips.
+        "spark.cassandra.output.concurrent.writes": str(CASSANDRA_WRITES_IN_FLIGHT),
     }
 
 
@@ -110,34 +115,33 @@ def mongo_client(mongodb: MongoSettings):
 class MongoAggregateStore:
     """One collection per aggregate; documents replaced by key (absolute values).
 
-    Writes are ordered bulk writes of at most ``WRITE_CHUNK`` documents, one at a time for
-    both streaming queries. FerretDB v1 (PostgreSQL backend) holds one pool connection
-    per replaced document until its bulk write ends: a bulk larger than its pool (50)
-    wedged it for good in the lab, as did any unordered bulk write.
+    Aggregates are written in ordered bulk writes of at most ``WRITE_CHUNK`` documents,
+    from the aggregate query alone (its micro-batches run one after another); the profile
+    query only replaces its batch records, one document at a time, without waiting for
+    them. FerretDB v1 (PostgreSQL backend) holds one pool connection per replaced
+    document until its bulk write ends: a bulk larger than its pool (50) wedged it for
+    good in the lab, as did any unordered bulk write.
     """
 
     WRITE_CHUNK = 16
 
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
         self._db = (client or mongo_client(mongodb))[mongodb.database]
-        self._write_lock = threading.Lock()
 
     def upsert(self, rows: list[Mapping[str, Any]], updated_at: dt.datetime) -> None:
         from pymongo import ReplaceOne
 
-        with self._write_lock:
-            for collection, documents in to_documents(rows, updated_at).items():
-                writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
-                for start in range(0, len(writes), self.WRITE_CHUNK):
-                    self._db[collection].bulk_write(writes[start : start + self.WRITE_CHUNK], ordered=True)
+        for collection, documents in to_documents(rows, updated_at).items():
+            writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+            for start in range(0, len(writes), self.WRITE_CHUNK):
+                self._db[collection].bulk_write(writes[start : start + self.WRITE_CHUNK], ordered=True)
 
     def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
-        with self._write_lock:
-            self._db[BATCHES_COLLECTION].replace_one(
-                {"_id": f"{query}:{batch_id}"},
-                {"query": query, "batch_id": batch_id, "at": at, **counts},
-                upsert=True,
-            )
+        self._db[BATCHES_COLLECTION].replace_one(
+            {"_id": f"{query}:{batch_id}"},
+            {"query": query, "batch_id": batch_id, "at": at, **counts},
+            upsert=True,
+        )
 
 
 class AggregateInputSpool:

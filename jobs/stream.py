@@ -83,6 +83,11 @@ def build_spark(settings: Settings) -> SparkSession:
         ),
         "spark.sql.shuffle.partitions": str(settings.stream.parallelism),
         "spark.scheduler.mode": "FAIR",
+        # Hadoop's FileContext forks `readlink`/`chmod` for every checkpoint file it renames
+        # (no native library here): tens of ms each, several per micro-batch and query.
+        "spark.sql.streaming.checkpointFileManagerClass": (
+            "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager"
+        ),
         "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         **cassandra_spark_conf(settings.cassandra),
     }
