@@ -14,7 +14,16 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.aggregates import AGGREGATE_COLLECTIONS
+from jobs.aggregates import (
+    AGGREGATE_COLLECTIONS,
+    BIRTH_MONTHS,
+    EMAIL_DOMAINS,
+    GENDER,
+    NATIONALITY,
+    NATIONALITY_GENDER,
+    REGISTRATIONS,
+    TOTALS,
+)
 from jobs.keyring import KeyRing, associated_data, envelope_header
 from jobs.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
@@ -80,13 +89,13 @@ def _aggregate_keys() -> dict[str, Column]:
     Ages are not counted (they go stale): birth months are; readers derive ages and bands.
     """
     keys = {
-        "users_by_nationality": F.col("nationality"),
-        "users_by_gender": F.col("gender"),
-        "users_by_nationality_gender": F.concat_ws("|", "nationality", "gender"),
-        "email_domains": F.col("email_domain"),
-        "users_by_birth_month": F.date_format("birth_date", "yyyy-MM"),
-        "registrations_by_month": F.date_format("registered_at", "yyyy-MM"),
-        "totals": F.lit("all"),
+        NATIONALITY: F.col("nationality"),
+        GENDER: F.col("gender"),
+        NATIONALITY_GENDER: F.concat_ws("|", "nationality", "gender"),
+        EMAIL_DOMAINS: F.col("email_domain"),
+        BIRTH_MONTHS: F.date_format("birth_date", "yyyy-MM"),
+        REGISTRATIONS: F.date_format("registered_at", "yyyy-MM"),
+        TOTALS: F.lit("all"),
     }
     assert tuple(keys) == AGGREGATE_COLLECTIONS
     return keys
