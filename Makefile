@@ -36,6 +36,10 @@ format: install ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+.PHONY: jvm
+jvm: install ## Build the stream job's JVM jar (the input contract validator, javac) into .artifacts/jvm/
+	$(BIN)/python jvm/build.py --output .artifacts/jvm/bigdataflow-jvm.jar
+
 .PHONY: test
 test: install ## Run the test suite (unit tests with a local SparkSession; no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -54,6 +58,10 @@ e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotenc
 	set -o pipefail; $(MAKE) deploy INVENTORY=inventory/lab ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
 	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
 	LAB=1 $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: faults
+faults: install ## On the deployed lab: kill the job/broker, stop Cassandra/FerretDB under load; nothing lost (LAB=1)
+	LAB=1 $(BIN)/pytest tests/faults -s $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: install ## Benchmark the pipeline deployed on the lab (tests/bench/results/ gets the JSON)

@@ -12,6 +12,7 @@ import html
 from dataclasses import dataclass
 
 from gdpr.model import PLACEHOLDER, FieldEntry, Register, Retention
+from jobs.contract import CONTRACT
 
 SECONDS_PER_DAY = 86_400
 
@@ -219,6 +220,22 @@ def _fields_section(register: Register) -> list[Block]:
     ]
 
 
+def _contract_section(register: Register) -> list[Block]:
+    """From ``jobs.contract``, the declaration the job enforces: the register cannot drift."""
+    return [
+        Heading(3, "The input contract: what a message must be to be processed"),
+        Paragraph(
+            "Checked on every message's bytes before anything is stored or counted (the "
+            "declaration in jobs/contract.py, enforced in the JVM). The message must be valid "
+            "UTF-8 and one JSON object, with no duplicate keys and nothing after it. Text has no "
+            "control characters; null and empty text count as absent. A message that breaks a "
+            "rule goes to the dead-letter topic with the field and the rule, never the value, "
+            "as its reason; so does a row a store refuses."
+        ),
+        Table(("Field", "Rule"), tuple((rule.field, rule.describe()) for rule in CONTRACT)),
+    ]
+
+
 def _stores_section(register: Register) -> list[Block]:
     retention = register.retention_by_id()
     return [
@@ -272,6 +289,7 @@ def document(register: Register) -> list[Block]:
         _retention_section,
         _security_section,
         _fields_section,
+        _contract_section,
         _stores_section,
         _rights_section,
     ):

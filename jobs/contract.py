@@ -8,11 +8,12 @@ breaks any rule is dead-lettered with ``dlq.reason`` naming the field and the ru
 Rules are about JSON as sent, not as Spark's reader would coerce it: a number, object or
 array where text is expected is a wrong type; text is valid UTF-8 without control
 characters and has a bounded length (in characters); patterns must match the whole
-value; JSON ``null`` is the same as an absent field.
+value; JSON ``null`` and empty text are the same as an absent field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -24,7 +25,8 @@ NATIONALITIES: tuple[str, ...] = (
 GENDERS: tuple[str, ...] = ("female", "male")
 UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # No ASCII-only rule: names and places carry Finnish, Persian, Cyrillic, Devanagari ...
-EMAIL_PATTERN = r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+"
+# Spaces around it are trimmed before the pseudonym and the domain are derived.
+EMAIL_PATTERN = r" *[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+ *"
 PHONE_PATTERN = r"[0-9+()./x -]{3,32}"
 # Dates: birth after this day, registration not before the birth; neither in the future
 # beyond a clock skew.
@@ -113,3 +115,33 @@ def contract_json() -> str:
     """The contract as the JVM validator reads it."""
     rules = [{key: value for key, value in asdict(rule).items() if value is not None} for rule in CONTRACT]
     return json.dumps({"clock_skew_seconds": CLOCK_SKEW_SECONDS, "rules": rules}, sort_keys=True)
+
+
+# The SQL function the job calls on every message's bytes (built by jvm/build.py).
+CONTRACT_UDF = "bdf_contract_violations"
+CONTRACT_CLASS = "org.bigdataflow.contract.ProfileContract"
+
+
+class ContractJarError(RuntimeError):
+    """The validator jar is missing from the JVM, or was built from another contract."""
+
+
+def register_contract(spark) -> None:
+    """Make ``CONTRACT_UDF`` callable in ``spark``; fail when the jar's contract is not this one.
+
+    Checked on the driver at start, so a stale jar stops the job before it reads a message
+    (it would otherwise judge messages by rules the register does not describe).
+    """
+    try:
+        embedded = spark.sparkContext._jvm.org.bigdataflow.contract.ProfileContract.digest()
+    except Exception as error:  # py4j reports a missing class as a generic error
+        raise ContractJarError(
+            f"{CONTRACT_CLASS} is not on the JVM's class path: build it with `make jvm` "
+            "(or `make artifacts`) and pass the jar with --jars / spark.jars"
+        ) from error
+    expected = hashlib.sha256(contract_json().encode()).hexdigest()
+    if embedded != expected:
+        raise ContractJarError(
+            "the contract validator jar was built from another jobs/contract.py: rebuild it (make jvm)"
+        )
+    spark.udf.registerJavaFunction(CONTRACT_UDF, CONTRACT_CLASS, "string")

@@ -8,7 +8,10 @@ documents by their key with absolute values, batch records by batch id.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +20,8 @@ from pyspark.sql import DataFrame
 
 from jobs.aggregates import BATCHES_COLLECTION, to_documents
 from jobs.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
+
+log = logging.getLogger("bigdataflow.stream")
 
 
 class ProfileStore(Protocol):
@@ -164,3 +169,70 @@ class AggregateInputSpool:
         with os.fdopen(os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
             file.write(lines + "\n")
         hidden.replace(self.folder / name)
+
+
+class BatchRecorder(Protocol):
+    def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None: ...
+
+
+class BatchRecordOutbox:
+    """Batch records written to a local folder first, delivered to MongoDB by a thread.
+
+    A MongoDB outage must not stop profiles reaching Cassandra: a micro-batch only drops
+    its record here (0600, written hidden then renamed), and ``deliver`` replaces the
+    documents by id in MongoDB whenever it answers, oldest first, deleting what it
+    delivered. Records wait across job restarts (the folder is below the checkpoint).
+    """
+
+    POLL_SECONDS = 2.0
+
+    def __init__(self, folder: Path, store: BatchRecorder) -> None:
+        self.folder = folder
+        self._store = store
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def record_batch(self, query: str, batch_id: int, counts: Mapping[str, int], at: dt.datetime) -> None:
+        record = {"query": query, "batch_id": batch_id, "counts": dict(counts), "at": at.isoformat()}
+        name = f"{query}-{batch_id:012d}.json"
+        hidden = self.folder / f".{name}.tmp"
+        with os.fdopen(os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            json.dump(record, file)
+        hidden.replace(self.folder / name)
+
+    def pending(self) -> list[Path]:
+        return sorted(path for path in self.folder.glob("*.json") if not path.name.startswith("."))
+
+    def deliver(self) -> int:
+        """Deliver every pending record (raises when the store fails); how many were delivered."""
+        delivered = 0
+        for path in self.pending():
+            record = json.loads(path.read_text())
+            self._store.record_batch(
+                record["query"], record["batch_id"], record["counts"], dt.datetime.fromisoformat(record["at"])
+            )
+            path.unlink()
+            delivered += 1
+        return delivered
+
+    def start_delivery(self, stopping: threading.Event) -> threading.Thread:
+        """A daemon thread delivering until ``stopping`` is set; a failed delivery is retried."""
+
+        def loop() -> None:
+            failing = False
+            while not stopping.wait(self.POLL_SECONDS):
+                try:
+                    self.deliver()
+                    if failing:
+                        log.info("batch records delivered again", extra={"fields": {"store": "mongodb"}})
+                    failing = False
+                except Exception as error:
+                    if not failing:  # once per outage, not every poll
+                        log.warning(
+                            "batch records wait for MongoDB",
+                            extra={"fields": {"pending": len(self.pending()), "error": type(error).__name__}},
+                        )
+                    failing = True
+
+        thread = threading.Thread(target=loop, name="batch-record-outbox", daemon=True)
+        thread.start()
+        return thread

@@ -25,7 +25,9 @@ import datetime as dt
 import logging
 import signal
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -37,11 +39,14 @@ from jobs.cli_options import config_option, verbose_option
 from jobs.config import ConfigError, Settings, StreamSettings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
+from jobs.resilience import Stopping, is_unavailable, refused_rows, retry_while_unavailable
 from jobs.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.sinks import (
     AggregateInputSink,
     AggregateInputSpool,
     AggregateStore,
+    BatchRecorder,
+    BatchRecordOutbox,
     CassandraProfileStore,
     DeadLetterSink,
     KafkaDeadLetterSink,
@@ -57,6 +62,8 @@ from jobs.transform import (
     prepare,
     rejected_messages,
     stored_rows,
+    valid_profiles,
+    with_rejections,
 )
 
 log = logging.getLogger("bigdataflow.stream")
@@ -68,6 +75,8 @@ FETCH_MAX_WAIT_MS = 20
 SCHEDULER_POOLS = Path(__file__).with_name("scheduler-pools.xml")
 # Below the checkpoint location: the aggregate query's input, written by the profile query.
 AGGREGATE_INPUT_FOLDER = "aggregate-input"
+# Below the checkpoint location: batch records on their way to MongoDB.
+BATCH_RECORDS_FOLDER = "batch-records"
 
 
 def build_spark(settings: Settings) -> SparkSession:
@@ -97,22 +106,46 @@ def build_spark(settings: Settings) -> SparkSession:
 
 
 class ProfileBatchWriter:
-    """``foreachBatch`` handler of the ``profiles`` query (its input: ``jobs.transform.prepare``)."""
+    """``foreachBatch`` handler of the ``profiles`` query (its input: ``jobs.transform.prepare``).
+
+    No message fails a batch: rows Cassandra refuses are found (``jobs.resilience``) and
+    dead-lettered with its reason; while Cassandra does not answer, the batch waits and
+    retries (the aggregate query and MongoDB go on). Batch records go through an outbox,
+    so a MongoDB outage does not stop this query either.
+    """
 
     def __init__(
         self,
         profiles: ProfileStore,
         dead_letters: DeadLetterSink,
         aggregate_input: AggregateInputSink,
-        batches: AggregateStore,
+        batches: BatchRecorder,
+        max_message_bytes: int,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._profiles = profiles
         self._dead_letters = dead_letters
         self._aggregate_input = aggregate_input
         self._batches = batches
+        self._max_message_bytes = max_message_bytes
+        self._stopping = stopping or threading.Event()
 
     def __call__(self, prepared: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        try:
+            counts = self._write(prepared, batch_id)
+        except Exception as error:
+            if is_unavailable(error) or isinstance(error, Stopping):
+                raise
+            counts = self._write_without_refused_rows(prepared, batch_id, error)
+        log.info(
+            "profiles batch written",
+            extra={
+                "fields": {"batch_id": batch_id, **counts, "seconds": round(time.monotonic() - started, 3)}
+            },
+        )
+
+    def _write(self, prepared: DataFrame, batch_id: int) -> dict[str, int]:
         # The counts and the aggregates' input ride along the Cassandra write instead of
         # costing Spark jobs of their own. Nothing is cached: the rare batch with dead
         # letters reads Kafka again.
@@ -123,34 +156,94 @@ class ProfileBatchWriter:
             F.count("rejection").alias("dead_lettered"),
             aggregate_input_lines().alias("aggregate_input"),
         )
-        self._profiles.write(stored_rows(counted))
+        retry_while_unavailable(
+            lambda: self._profiles.write(stored_rows(counted)), "cassandra", self._stopping
+        )
         observed = observation.get
         received, dead_lettered = observed["received"], observed["dead_lettered"]
         if dead_lettered:
-            self._dead_letters.write(rejected_messages(prepared))
+            self._dead_letters.write(rejected_messages(prepared, self._max_message_bytes))
         self._aggregate_input.write(batch_id, observed["aggregate_input"])
         counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
-        log.info(
-            "profiles batch written",
-            extra={
-                "fields": {"batch_id": batch_id, **counts, "seconds": round(time.monotonic() - started, 3)}
-            },
-        )
+        return counts
+
+    def _write_without_refused_rows(
+        self, prepared: DataFrame, batch_id: int, error: Exception
+    ) -> dict[str, int]:
+        """After a failed write: find the rows Cassandra refuses, dead-letter them with its
+        reason and write the rest; ``error`` is raised again when no single row is to blame."""
+        prepared = prepared.persist()  # the search reads the batch many times
+        try:
+            origin = ["topic", "partition", "offset"]
+            candidates = [tuple(row) for row in valid_profiles(prepared).select(*origin).collect()]
+
+            def write(keys: Sequence[tuple]) -> None:
+                chosen = F.broadcast(prepared.sparkSession.createDataFrame(list(keys), ORIGIN_SCHEMA))
+                rows = stored_rows(prepared.join(chosen, origin, "left_semi"))
+                retry_while_unavailable(lambda: self._profiles.write(rows), "cassandra", self._stopping)
+
+            refused = refused_rows(write, candidates, "cassandra")
+            # Every row refused alike (a changed table, a lost grant) is not the rows' fault.
+            if not refused or len(refused) == len(candidates) > 1:
+                log_failed_batch(prepared, batch_id)
+                raise error
+            log.warning(
+                "rows refused by Cassandra become dead letters",
+                extra={
+                    "fields": {"batch_id": batch_id, "refused": len(refused), "offsets": sorted(refused)[:20]}
+                },
+            )
+            rejections = prepared.sparkSession.createDataFrame(
+                [(*key, reason) for key, reason in refused.items()], REJECTION_SCHEMA
+            )
+            try:
+                return self._write(with_rejections(prepared, rejections), batch_id)
+            except Exception:
+                log_failed_batch(prepared, batch_id)
+                raise
+        finally:
+            prepared.unpersist()
+
+
+ORIGIN_SCHEMA = "topic string, partition int, offset long"
+REJECTION_SCHEMA = f"{ORIGIN_SCHEMA}, reason string"
+
+
+def log_failed_batch(prepared: DataFrame, batch_id: int) -> None:
+    """The journal line an operator needs to get out of a crash loop: which offsets."""
+    ranges = prepared.groupBy("topic", "partition").agg(
+        F.min("offset").alias("first"), F.max("offset").alias("last")
+    )
+    log.error(
+        "profiles batch failed; if it keeps failing, quarantine its bad message (bdf-dlq quarantine)",
+        extra={"fields": {"batch_id": batch_id, "offsets": [row.asDict() for row in ranges.collect()]}},
+    )
 
 
 class AggregateBatchWriter:
-    """``foreachBatch`` handler of the ``aggregates`` query: changed counts, absolute values."""
+    """``foreachBatch`` handler of the ``aggregates`` query: changed counts, absolute values.
 
-    def __init__(self, store: AggregateStore) -> None:
+    While MongoDB does not answer, the batch waits and retries: the counts are absolute,
+    so writing them late is writing them right; the profile query goes on meanwhile.
+    """
+
+    def __init__(
+        self,
+        store: AggregateStore,
+        batches: BatchRecorder | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self._store = store
+        self._batches = batches or store
+        self._stopping = stopping or threading.Event()
 
     def __call__(self, changed: DataFrame, batch_id: int) -> None:
         rows = [row.asDict() for row in changed.collect()]  # one row per changed key: small
         now = dt.datetime.now(dt.UTC)
         if rows:
-            self._store.upsert(rows, now)
-        self._store.record_batch("aggregates", batch_id, {"keys_updated": len(rows)}, now)
+            retry_while_unavailable(lambda: self._store.upsert(rows, now), "mongodb", self._stopping)
+        self._batches.record_batch("aggregates", batch_id, {"keys_updated": len(rows)}, now)
         log.info(
             "aggregates batch written", extra={"fields": {"batch_id": batch_id, "keys_updated": len(rows)}}
         )
@@ -254,11 +347,15 @@ def checkpoint_folder(stream: StreamSettings, name: str) -> Path:
     return Path(stream.checkpoint_location) / name
 
 
-def _stop_on_sigterm(spark: SparkSession, queries: list[StreamingQuery]) -> None:
-    """systemd stops the unit with SIGTERM: finish cleanly so the checkpoint stays consistent."""
+def _stop_on_sigterm(queries: list[StreamingQuery], stopping: threading.Event) -> None:
+    """systemd stops the unit with SIGTERM: finish cleanly so the checkpoint stays consistent.
+
+    ``stopping`` first: a batch waiting for a store gives up its wait, so ``stop`` returns.
+    """
 
     def stop(signum: int, _frame: object) -> None:
         log.info("stopping on signal", extra={"fields": {"signal": signum}})
+        stopping.set()
         for query in queries:
             query.stop()
 
@@ -268,24 +365,32 @@ def _stop_on_sigterm(spark: SparkSession, queries: list[StreamingQuery]) -> None
 
 def run(settings: Settings) -> None:
     settings.require("kafka", "cassandra", "mongodb", "keys", "stream")
+    stream = settings.stream
     keys = load_keyring(settings.keys.key_file)
     store = MongoAggregateStore(settings.mongodb)
     spark = build_spark(settings)
     spark.sparkContext.setLogLevel("WARN")
     spark.streams.addListener(ProgressLog())
+    stopping = threading.Event()
+    outbox = BatchRecordOutbox(checkpoint_folder(stream, BATCH_RECORDS_FOLDER), store)
+    outbox.start_delivery(stopping)
     profile_writer = ProfileBatchWriter(
         CassandraProfileStore(settings.cassandra),
         KafkaDeadLetterSink(settings.kafka),
-        AggregateInputSpool(checkpoint_folder(settings.stream, AGGREGATE_INPUT_FOLDER)),
-        store,
+        AggregateInputSpool(checkpoint_folder(stream, AGGREGATE_INPUT_FOLDER)),
+        outbox,
+        stream.max_message_bytes,
+        stopping,
     )
-    queries = start_queries(spark, settings, keys, profile_writer, AggregateBatchWriter(store))
-    _stop_on_sigterm(spark, queries)
+    aggregate_writer = AggregateBatchWriter(store, outbox, stopping)
+    queries = start_queries(spark, settings, keys, profile_writer, aggregate_writer)
+    _stop_on_sigterm(queries, stopping)
     log.info(
         "stream job started",
         extra={"fields": {"topic": settings.kafka.topic, "active_key_id": keys.active_key_id}},
     )
     spark.streams.awaitAnyTermination()
+    stopping.set()
     failed = [query for query in queries if query.exception() is not None]
     for query in failed:
         log.error("query failed", extra={"fields": {"query": query.name, "error": str(query.exception())}})

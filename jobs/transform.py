@@ -24,10 +24,10 @@ from jobs.aggregates import (
     REGISTRATIONS,
     TOTALS,
 )
+from jobs.contract import CONTRACT_UDF, register_contract
 from jobs.keyring import KeyRing, associated_data, envelope_header
 from jobs.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 UNKNOWN = "unknown"
 
 # Plain-text working column -> stored encrypted column. The stored column name is
@@ -111,43 +111,33 @@ def _iso_timestamp(column: Column) -> Column:
 
 
 def _rejection_reason(max_message_bytes: int) -> Column:
-    """Why a message cannot become a profile, or null when it can.
+    """Why a message cannot become a profile (``field: rule``), or null when it can.
 
-    The first failing stage explains itself: an empty or oversize message is not
-    parsed at all, broken JSON is not checked field by field.
+    The first failing stage explains itself: an empty or oversize message is not checked
+    further; the contract (``jobs.contract``, checked in the JVM on the raw bytes) comes
+    before Spark's lenient JSON reader, whose own refusals and unreadable dates are kept
+    as a last guard.
     """
     size = F.length("value")
     profile = F.col("profile")
-    field_problems = F.concat_ws(
-        "; ",
-        F.when(profile.login.uuid.isNull(), F.lit("missing login.uuid")).when(
-            ~profile.login.uuid.rlike(UUID_PATTERN), F.lit("login.uuid is not a UUID")
-        ),
-        F.when(_blank_to_null(profile.nat).isNull(), F.lit("missing nat")),
-        F.when(profile.dob.date.isNull(), F.lit("missing dob.date")).when(
-            _iso_timestamp(profile.dob.date).isNull(), F.lit("dob.date is not an ISO-8601 timestamp")
-        ),
-        F.when(profile.registered.date.isNull(), F.lit("missing registered.date")).when(
-            _iso_timestamp(profile.registered.date).isNull(),
-            F.lit("registered.date is not an ISO-8601 timestamp"),
-        ),
+    unreadable_date = (
+        _iso_timestamp(profile.dob.date).isNull() | _iso_timestamp(profile.registered.date).isNull()
     )
     return F.coalesce(
-        F.when(F.col("value").isNull() | (size == 0), F.lit("empty message")),
+        F.when(F.col("value").isNull() | (size == 0), F.lit("message: empty")),
         F.when(
             size > max_message_bytes,
-            F.format_string("message of %d bytes exceeds the limit of %d", size, F.lit(max_message_bytes)),
+            F.format_string("message: %d bytes, more than the limit of %d", size, F.lit(max_message_bytes)),
         ),
-        F.when(
-            profile[CORRUPT_RECORD_COLUMN].isNotNull(),
-            F.lit("not a JSON object, or a field has the wrong type"),
-        ),
-        _blank_to_null(field_problems),
+        F.call_udf(CONTRACT_UDF, F.col("value")),
+        F.when(profile[CORRUPT_RECORD_COLUMN].isNotNull(), F.lit("message: refused by Spark's JSON reader")),
+        F.when(unreadable_date, F.lit("dob.date or registered.date: not a timestamp Spark reads")),
     )
 
 
 def parse_messages(messages: DataFrame, max_message_bytes: int) -> DataFrame:
     """Kafka rows (key, value, topic, partition, offset, timestamp) + ``profile`` + ``rejection``."""
+    register_contract(messages.sparkSession)
     size_ok = F.length("value") <= max_message_bytes
     text = F.when(size_ok, F.col("value").cast("string"))
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD_COLUMN}
@@ -160,18 +150,36 @@ def valid_profiles(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("rejection").isNull())
 
 
-def rejected_messages(parsed: DataFrame) -> DataFrame:
-    """The dead-letter record: the original key and bytes, the reason and origin as headers."""
+# Kafka refuses a record over the topic's max.message.bytes (1 MiB): a dead letter keeps
+# at most this much of a message's key and ``max_message_bytes`` of its value.
+MAX_DEAD_LETTER_KEY_BYTES = 256
+
+
+def rejected_messages(parsed: DataFrame, max_message_bytes: int) -> DataFrame:
+    """The dead-letter record: the original key and bytes (an oversize one cut to the limit,
+    ``dlq.value.bytes`` says how long it was), the reason and origin as headers."""
     header = lambda name, value: F.struct(F.lit(name).alias("key"), value.cast("binary").alias("value"))  # noqa: E731
     return parsed.where(F.col("rejection").isNotNull()).select(
-        "key",
-        "value",
+        F.substring("key", 1, MAX_DEAD_LETTER_KEY_BYTES).alias("key"),
+        F.substring("value", 1, max_message_bytes).alias("value"),
         F.array(
             header("dlq.reason", F.col("rejection")),
             header("dlq.source.topic", F.col("topic")),
             header("dlq.source.partition", F.col("partition").cast("string")),
             header("dlq.source.offset", F.col("offset").cast("string")),
+            header("dlq.value.bytes", F.coalesce(F.length("value"), F.lit(0)).cast("string")),
         ).alias("headers"),
+    )
+
+
+def with_rejections(prepared: DataFrame, rejections: DataFrame) -> DataFrame:
+    """``prepared`` with the messages named in ``rejections`` (topic, partition, offset,
+    reason) rejected for that reason: rows a store refused, messages an operator quarantined."""
+    named = F.broadcast(rejections.withColumnRenamed("reason", "_named_rejection"))
+    return (
+        prepared.join(named, ["topic", "partition", "offset"], "left")
+        .withColumn("rejection", F.coalesce("rejection", "_named_rejection"))
+        .drop("_named_rejection")
     )
 
 

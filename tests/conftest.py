@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from jobs.keyring import KeyRing, new_keyring
+
+ROOT = Path(__file__).resolve().parent.parent
+JVM_JAR = ROOT / ".artifacts" / "jvm" / "bigdataflow-jvm.jar"
 
 
 @pytest.fixture(scope="session")
@@ -15,10 +21,14 @@ def spark() -> Iterator:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", "python3")
+    # The job's JVM side (the contract validator); rebuilt only when its inputs changed.
+    build = [sys.executable, str(ROOT / "jvm" / "build.py"), "--output", str(JVM_JAR)]
+    subprocess.run(build, check=True)  # noqa: S603 - our own build script
     session = (
         SparkSession.builder.master("local[2]")
         .appName("bigdataflow-tests")
         .config("spark.ui.enabled", "false")
+        .config("spark.jars", str(JVM_JAR))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,3 +21,14 @@ def leaf_values(record: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[s
             yield from leaf_values(value, path + ".")
         else:
             yield path, value
+
+
+def with_value(record: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``record`` with the dotted ``path`` set to ``value`` (a poison message, say)."""
+    changed = copy.deepcopy(dict(record))
+    *parents, leaf = path.split(".")
+    node = changed
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    return changed

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.polling import eventually  # noqa: F401 - re-exported for the lab tests
+from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 SECRETS = REPO / ".secrets" / "lab"
@@ -70,3 +72,32 @@ def erased_rows() -> int:
 
 def service_active(host: str, unit: str) -> bool:
     return ssh(host, f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def stored_count(cassandra) -> int:
+    return cassandra.execute("SELECT count(*) FROM profiles").one()["count"]
+
+
+def stored_of(cassandra, ids: list[uuid.UUID]) -> int:
+    """How many of ``ids`` Cassandra holds (50 partition keys per query)."""
+    select = cassandra.prepare("SELECT user_id FROM profiles WHERE user_id IN ?")
+    return sum(len(list(cassandra.execute(select, [ids[i : i + 50]]))) for i in range(0, len(ids), 50))
+
+
+def aggregate_counts(mongo, collection: str) -> dict[str, int]:
+    return {doc["_id"]: doc["users"] for doc in mongo[collection].find()}
+
+
+def settled(cassandra, mongo, quiet_seconds: float = 12, timeout: float = 600) -> tuple[int, int]:
+    """(stored rows, aggregate total) once neither moves for ``quiet_seconds``."""
+
+    def state() -> tuple[int, int]:
+        return stored_count(cassandra), aggregate_counts(mongo, "totals").get("all", 0)
+
+    def still() -> tuple[int, int] | None:
+        first = state()
+        time.sleep(quiet_seconds)
+        second = state()
+        return second if first == second else None
+
+    return eventually(still, timeout, "the pipeline to settle")

@@ -109,7 +109,7 @@ def test_stream_restart_and_resent_profiles_never_double_count(spark, keys, samp
     """The profile query spools what it stored; two aggregate runs from one checkpoint,
     the second input re-sends half of the first."""
     spool = AggregateInputSpool(tmp_path / "spool")
-    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore())
+    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore(), MAX_BYTES)
     store = InMemoryAggregateStore()
 
     def run_once() -> None:
@@ -137,7 +137,7 @@ def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(sp
     messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}])
     profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
     spool = AggregateInputSpool(tmp_path / "spool")
-    writer = ProfileBatchWriter(profiles, dead, spool, store)
+    writer = ProfileBatchWriter(profiles, dead, spool, store, MAX_BYTES)
     prepared = prepare(messages, keys, MAX_BYTES)
     writer(prepared, 7)
     writer(prepared, 7)

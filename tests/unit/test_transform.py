@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
+import json
 
 import pytest
 
@@ -21,7 +22,8 @@ from jobs.transform import (
     valid_profiles,
 )
 from tests.factories import generated_profiles, leaf_values
-from tests.messages import kafka_frame
+from tests.factories import with_value as _with
+from tests.messages import encode, kafka_frame
 
 pytestmark = pytest.mark.spark
 MAX_BYTES = 65_536
@@ -175,58 +177,87 @@ def test_every_input_field_has_a_treatment_and_every_stored_column_a_source():
         assert (treatment == "dropped") == (not columns), path
 
 
-@pytest.mark.parametrize(
-    ("mutate", "reason"),
-    [
-        (lambda p: "this is not json", "not a JSON object, or a field has the wrong type"),
-        (lambda p: "[1, 2, 3]", "not a JSON object, or a field has the wrong type"),
-        (lambda p: "", "empty message"),
-        (lambda p: None, "empty message"),
-        (lambda p: {**p, "pad": "x" * MAX_BYTES}, "exceeds the limit of 65536"),
-        (lambda p: {**p, "login": {**p["login"], "uuid": None}}, "missing login.uuid"),
-        (lambda p: {**p, "login": {**p["login"], "uuid": "not-a-uuid"}}, "login.uuid is not a UUID"),
-        (lambda p: {**p, "nat": None}, "missing nat"),
-        (lambda p: {**p, "dob": {"date": "last tuesday", "age": 3}}, "dob.date is not an ISO-8601 timestamp"),
-        (lambda p: {**p, "registered": {"age": 3}}, "missing registered.date"),
-        (
-            lambda p: {**p, "location": {**p["location"], "street": {"number": "twelve", "name": "x"}}},
-            "not a JSON object, or a field has the wrong type",
+UUID = "0b6f3a5e-3f7c-4a58-9a52-2f1c9c7d8e11"
+# Each poison message of the hostile-input issue, and the reason it must be dead-lettered with.
+MALFORMED = {
+    "not-json": (lambda p: "this is not json", "message: not valid JSON (line 1, column "),
+    "json-array": (lambda p: "[1, 2, 3]", "message: not a JSON object"),
+    "trailing-junk": (lambda p: json.dumps(p) + " {}", "message: not valid JSON"),
+    "single-quotes": (lambda p: "{'nat': 'FI'}", "message: not valid JSON"),
+    "duplicate-key": (lambda p: json.dumps(p)[:-1] + ', "nat": "US"}', "message: not valid JSON"),
+    "bad-utf8": (lambda p: json.dumps(p).encode()[:-2] + b'\xff"}', "message: not valid UTF-8"),
+    "empty": (lambda p: "", "message: empty"),
+    "null-value": (lambda p: None, "message: empty"),
+    "oversize": (lambda p: {**p, "pad": "x" * MAX_BYTES}, "more than the limit of 65536"),
+    "no-uuid": (lambda p: _with(p, "login.uuid", None), "login.uuid: required"),
+    "bad-uuid": (lambda p: _with(p, "login.uuid", "not-a-uuid"), "login.uuid: does not match the pattern"),
+    "uuid-newline": (lambda p: _with(p, "login.uuid", UUID + "\n"), "login.uuid: longer than 36 characters"),
+    "uuid-number": (lambda p: _with(p, "login.uuid", 42), "login.uuid: must be text, not a number"),
+    "no-nat": (lambda p: _with(p, "nat", None), "nat: required"),
+    "long-nat": (lambda p: _with(p, "nat", "F" * 20_000), "nat: longer than 2 characters"),
+    "unknown-nat": (lambda p: _with(p, "nat", "ZZ"), "nat: not one of the allowed values"),
+    "gender-object": (lambda p: _with(p, "gender", {"a": 1}), "gender: must be text, not an object"),
+    "email-number": (lambda p: _with(p, "email", 12345), "email: must be text, not a number"),
+    "name-array": (lambda p: _with(p, "name.first", ["a"]), "name.first: must be text, not an array"),
+    "control-char": (lambda p: _with(p, "name.last", "a\u0007b"), "name.last: contains a control character"),
+    "lone-surrogate": (
+        lambda p: json.dumps(_with(p, "location.city", "a\ud800b")),  # escaped: UTF-8 cannot carry it
+        "location.city: contains an unpaired",
+    ),
+    "location-text": (lambda p: _with(p, "location", "Lahti"), "location: must be an object, not text"),
+    "bad-dob": (lambda p: _with(p, "dob.date", "last tuesday"), "dob.date: not an ISO-8601 timestamp"),
+    "no-offset": (lambda p: _with(p, "dob.date", "1987-02-28T09:41:12"), "dob.date: not an ISO-8601"),
+    "born-2999": (lambda p: _with(p, "dob.date", "2999-01-01T00:00:00.000Z"), "dob.date: in the future"),
+    "born-1800": (lambda p: _with(p, "dob.date", "1800-01-01T00:00:00Z"), "dob.date: before 1900-01-01"),
+    "registered-before-birth": (
+        lambda p: _with(
+            _with(p, "dob.date", "1990-01-01T00:00:00Z"), "registered.date", "1980-01-01T00:00:00Z"
         ),
-    ],
-    ids=[
-        "not-json",
-        "json-array",
-        "empty",
-        "null-value",
-        "oversize",
-        "no-uuid",
-        "bad-uuid",
-        "no-nat",
-        "bad-dob",
-        "no-registered",
-        "wrong-type",
-    ],
-)
+        "registered.date: before dob.date",
+    ),
+    "no-registered": (lambda p: {**p, "registered": {"age": 3}}, "registered.date: required"),
+    "street-number-text": (
+        lambda p: _with(p, "location.street.number", "twelve"),
+        "location.street.number: must be an integer, not text",
+    ),
+    "age-float": (lambda p: _with(p, "dob.age", 39.5), "dob.age: must be an integer, not a number"),
+    "long-first-name": (
+        lambda p: _with(p, "name.first", "x" * 101),
+        "name.first: longer than 100 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize(("mutate", "reason"), MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_message_is_dead_lettered_with_its_reason_and_original_bytes(spark, sample, mutate, reason):
     good = sample[0]
     bad = mutate(copy.deepcopy(good))
     parsed = parse_messages(kafka_frame(spark, [good, bad]), MAX_BYTES)
     assert valid_profiles(parsed).count() == 1
-    (letter,) = rejected_messages(parsed).collect()
+    (letter,) = rejected_messages(parsed, MAX_BYTES).collect()
     headers = {h.key: bytes(h.value).decode() for h in letter.headers}
     assert reason in headers["dlq.reason"]
     assert headers["dlq.source.offset"] == "1"
     assert headers["dlq.source.topic"] == "user_profiles"
-    from tests.messages import encode
+    original = encode(bad)
+    assert headers["dlq.value.bytes"] == str(len(original or b""))
+    # Kept whole up to the size limit, so that it can be replayed after a fix.
+    assert (bytes(letter.value) if letter.value is not None else None) == (original and original[:MAX_BYTES])
 
-    assert (bytes(letter.value) if letter.value is not None else None) == encode(bad)
 
-
-def test_several_field_problems_are_all_named(spark, sample):
-    bad = {**copy.deepcopy(sample[0]), "nat": None, "dob": {"date": "never"}}
-    (letter,) = rejected_messages(parse_messages(kafka_frame(spark, [bad]), MAX_BYTES)).collect()
+def test_several_field_problems_are_all_named_without_their_values(spark, sample):
+    bad = _with(_with(sample[0], "nat", None), "dob.date", "never")
+    (letter,) = rejected_messages(parse_messages(kafka_frame(spark, [bad]), MAX_BYTES), MAX_BYTES).collect()
     reason = dict((h.key, bytes(h.value).decode()) for h in letter.headers)["dlq.reason"]
-    assert reason == "missing nat; dob.date is not an ISO-8601 timestamp"
+    assert reason == "dob.date: not an ISO-8601 timestamp with a UTC offset; nat: required"
+
+
+def test_a_nationality_in_lower_case_or_a_postcode_as_number_is_judged_as_sent(spark, keys, sample):
+    """Postcodes come as numbers for some nationalities (kept); nationality codes are upper case."""
+    numeric = _with(sample[0], "location.postcode", 71502)
+    lower = _with(_with(sample[1], "nat", sample[1]["nat"].lower()), "login.uuid", UUID)
+    parsed = parse_messages(kafka_frame(spark, [numeric, lower]), MAX_BYTES)
+    assert [row.offset for row in valid_profiles(parsed).collect()] == [0]
 
 
 def test_encryption_key_is_redacted_from_the_query_plan(spark, keys, sample):

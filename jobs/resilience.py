@@ -1,0 +1,97 @@
+"""How the stream job survives its sinks: outages are waited out, refused rows are found.
+
+Two kinds of write failure, told apart by the error (Spark reports the JVM's exception
+chain as text):
+
+* a store that does not answer (Cassandra down, MongoDB unreachable, timeouts): the
+  batch is retried, with backoff, until the store answers again or the job is stopped.
+  Only that query waits; the other keeps writing to its own store.
+* a store that answers and refuses (a value it cannot take): the batch is split in
+  halves, and the halves again, down to the rows the store refuses; those become dead
+  letters with the store's reason, the rest is written. Writes are idempotent upserts,
+  so rows written by a half that succeeded are simply written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+log = logging.getLogger("bigdataflow.stream")
+
+# Exception names and phrases of the Cassandra driver/connector, pymongo and the JVM's
+# network stack that mean "nobody answered", not "this row is wrong".
+_UNAVAILABLE = re.compile(
+    r"NoHostAvailable|AllNodesFailed|Failed to open native connection|Connection refused"
+    r"|ConnectException|UnavailableException|WriteTimeoutException|ReadTimeoutException"
+    r"|OverloadedException|BusyConnectionException|ConnectionInitException|DriverTimeoutException"
+    r"|ServerSelectionTimeoutError|AutoReconnect|NetworkTimeout|ConnectionFailure|NotPrimaryError"
+    r"|timed out|Timeout"
+)
+_JAVA_EXCEPTION = re.compile(r"((?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)): ?([^\n]*)")
+MAX_REASON_CHARACTERS = 200
+BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+
+Key = TypeVar("Key")
+
+
+class Stopping(Exception):
+    """The job is stopping while a write waits for its store."""
+
+
+_STACK_FRAME = re.compile(r"^\s+at .*$|^\s+\.\.\. \d+ more$", re.MULTILINE)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """By the exception names and messages only: stack frames name classes like RpcTimeout."""
+    return bool(_UNAVAILABLE.search(_STACK_FRAME.sub("", f"{type(error).__name__}: {error}")))
+
+
+def refusal_reason(store: str, error: BaseException) -> str:
+    """``<store> refused the row: <the innermost JVM exception>``, bounded in length."""
+    causes = _JAVA_EXCEPTION.findall(str(error))
+    name, message = causes[-1] if causes else (type(error).__name__, str(error).split("\n", 1)[0])
+    return f"{store} refused the row: {name.rsplit('.', 1)[-1]}: {message}"[:MAX_REASON_CHARACTERS]
+
+
+def retry_while_unavailable(action: Callable[[], None], store: str, stopping: threading.Event) -> None:
+    """Run ``action`` until it does not fail for want of ``store``; other errors propagate."""
+    attempt = 0
+    while True:
+        try:
+            action()
+            if attempt:
+                log.info("store answers again", extra={"fields": {"store": store, "attempts": attempt + 1}})
+            return
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            wait = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+            attempt += 1
+            log.warning(
+                "store unavailable, retrying",
+                extra={"fields": {"store": store, "attempt": attempt, "retry_in_seconds": wait}},
+            )
+            if stopping.wait(wait):
+                raise Stopping(f"stopped while waiting for {store}") from error
+
+
+def refused_rows(write: Callable[[Sequence[Key]], None], keys: Sequence[Key], store: str) -> dict[Key, str]:
+    """The rows (by key) that ``write`` fails on, each with the store's reason.
+
+    Bisects: a part that writes is done; a part that fails is split until single rows
+    remain. An unavailable store propagates (it is not the rows' fault).
+    """
+    try:
+        write(keys)
+        return {}
+    except Exception as error:
+        if is_unavailable(error):
+            raise
+        if len(keys) == 1:
+            return {keys[0]: refusal_reason(store, error)}
+    half = len(keys) // 2
+    return refused_rows(write, keys[:half], store) | refused_rows(write, keys[half:], store)

@@ -1,0 +1,167 @@
+"""Poison messages on the deployed lab, between valid profiles, through the real pipeline.
+
+The job must not restart (``NRestarts`` unchanged), every valid profile is stored, every
+poison message is a dead letter with its reason, the aggregates grow by an independent
+count of the valid ones only, and the dashboard still renders in Chromium.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+import uuid
+
+import pytest
+
+from jobs.contract import GENDERS, NATIONALITIES
+from tests.factories import generated_profiles
+from tests.factories import with_value as _with
+from tests.lab import (
+    DLQ,
+    HOSTS,
+    LAB_ONLY,
+    TOPIC,
+    aggregate_counts,
+    eventually,
+    kafka_conf,
+    settled,
+    ssh,
+    stored_of,
+)
+
+pytestmark = LAB_ONLY
+STREAM_UNIT = "user-profiles-stream"
+
+
+def _poison(base: dict) -> dict[str, tuple[bytes, str]]:
+    """Each poison message seen on the lab (and a few more), with the reason it must get."""
+    fresh = _with(base, "login.uuid", str(uuid.uuid4()))
+    as_json = lambda profile: json.dumps(profile, ensure_ascii=False).encode()  # noqa: E731
+    return {
+        "uuid-newline": (
+            as_json(_with(fresh, "login.uuid", str(uuid.uuid4()) + "\n")),
+            "login.uuid: longer than",
+        ),
+        "long-nat": (as_json(_with(fresh, "nat", "F" * 20_000)), "nat: longer than 2 characters"),
+        "gender-object": (as_json(_with(fresh, "gender", {"a": 1})), "gender: must be text, not an object"),
+        "born-2999": (
+            as_json(_with(fresh, "dob.date", "2999-01-01T00:00:00.000Z")),
+            "dob.date: in the future",
+        ),
+        "email-number": (as_json(_with(fresh, "email", 12345)), "email: must be text, not a number"),
+        "not-json": (b"this is not json", "message: not valid JSON"),
+        "bad-utf8": (as_json(fresh)[:-2] + b'\xff"}', "message: not valid UTF-8"),
+        "trailing-junk": (as_json(fresh) + b"}", "message: not valid JSON"),
+        "unknown-nat": (as_json(_with(fresh, "nat", "ZZ")), "nat: not one of the allowed values"),
+    }
+
+
+def _restarts() -> int:
+    return int(ssh("spark1", f"systemctl show -p NRestarts --value {STREAM_UNIT}").stdout.strip())
+
+
+def _dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, dict[str, str]]:
+    """The dead letters keyed by one of ``markers``: headers by key (read as the admin)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        kafka_conf("admin") | {"group.id": f"poison-check-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([DLQ])
+    found: dict[bytes, dict[str, str]] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while set(found) != markers and time.monotonic() < deadline:
+            message = consumer.poll(2)
+            if message is not None and not message.error() and message.key() in markers:
+                found[message.key()] = {k: v.decode() for k, v in message.headers()}
+    finally:
+        consumer.close()
+    return found
+
+
+def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra, mongo):
+    from confluent_kafka import Producer
+
+    run = uuid.uuid4().hex[:8]
+    valid = generated_profiles(200, seed=f"poison-{run}")
+    poison = _poison(valid[0])
+    markers = {f"poison-{run}-{name}".encode(): (value, reason) for name, (value, reason) in poison.items()}
+
+    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    try:
+        settled(cassandra, mongo)
+        restarts = _restarts()
+        nationalities_before = aggregate_counts(mongo, "users_by_nationality")
+        total_before = aggregate_counts(mongo, "totals").get("all", 0)
+
+        producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
+        poisons = list(markers.items())
+        for index, profile in enumerate(valid):
+            producer.produce(TOPIC, key=profile["login"]["uuid"].encode(), value=json.dumps(profile).encode())
+            if index % 20 == 10 and poisons:
+                marker, (value, _) = poisons.pop()
+                producer.produce(TOPIC, key=marker, value=value)
+        for marker, (value, _) in poisons:
+            producer.produce(TOPIC, key=marker, value=value)
+        assert producer.flush(60) == 0
+
+        letters = _dead_letters(set(markers), 180)
+        assert set(letters) == set(markers), "some poison messages never reached the dead-letter topic"
+        for marker, headers in letters.items():
+            assert markers[marker][1] in headers["dlq.reason"], (marker, headers["dlq.reason"])
+            assert headers["dlq.source.topic"] == TOPIC
+
+        ids = [uuid.UUID(profile["login"]["uuid"]) for profile in valid]
+        eventually(
+            lambda: stored_of(cassandra, ids) == len(ids) or None, 180, "every valid profile in Cassandra"
+        )
+
+        settled(cassandra, mongo)
+        expected = collections.Counter(profile["nat"] for profile in valid)
+        after = aggregate_counts(mongo, "users_by_nationality")
+        assert {nat: after.get(nat, 0) - nationalities_before.get(nat, 0) for nat in after} == {
+            nat: expected.get(nat, 0) for nat in after
+        }
+        assert aggregate_counts(mongo, "totals")["all"] - total_before == len(valid)
+        assert set(after) <= set(NATIONALITIES)
+        assert set(aggregate_counts(mongo, "users_by_gender")) <= {*GENDERS, "unknown"}
+
+        assert _restarts() == restarts, "the stream job restarted"
+        assert ssh("spark1", f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
+    finally:
+        ssh("kafka1", "systemctl start bdf-producer")
+
+
+def test_dashboard_renders_in_chromium_without_console_errors():
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dashboard import demo, ids
+
+    options = webdriver.ChromeOptions()
+    if demo.chromium():
+        options.binary_location = demo.chromium()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options)
+    try:
+        driver.get(f"http://{HOSTS['spark1']}:8050/")
+        users = WebDriverWait(driver, 60).until(
+            expected_conditions.presence_of_element_located((By.ID, ids.KPI_USERS))
+        )
+        WebDriverWait(driver, 60).until(lambda _: users.text.replace(",", "").strip().isdigit())
+        assert int(users.text.replace(",", "")) > 0
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def _stream_job_is_running():
+    assert ssh("spark1", f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
