@@ -30,6 +30,7 @@ import os
 import secrets
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -128,6 +129,50 @@ def rotated(ring: KeyRing) -> KeyRing:
         raise ConfigError("no key id left (65535 rotations); re-encrypt and retire old keys")
     keys = {**ring.encryption_keys, new_id: secrets.token_bytes(KEY_BYTES)}
     return KeyRing(new_id, keys, ring.pseudonym_key)
+
+
+class Relation(StrEnum):
+    """How two copies of one deployment's key file relate (``bdf-keys compare``)."""
+
+    SAME = "same"
+    FIRST_NEWER = "first-newer"  # the first is a rotation of the second
+    SECOND_NEWER = "second-newer"
+    CONFLICT = "conflict"  # neither descends from the other: never pick one silently
+
+
+def _extends(newer: KeyRing, older: KeyRing) -> bool:
+    """True when ``newer`` is ``older`` rotated one or more times."""
+    return (
+        newer.encryption_keys.keys() > older.encryption_keys.keys()
+        and all(newer.encryption_keys[kid] == key for kid, key in older.encryption_keys.items())
+        and min(newer.encryption_keys.keys() - older.encryption_keys.keys()) > max(older.encryption_keys)
+    )
+
+
+def compare_keyrings(first: KeyRing, second: KeyRing) -> tuple[Relation, str]:
+    """The relation of two key files and why, without naming any key material."""
+    if not hmac.compare_digest(first.pseudonym_key, second.pseudonym_key):
+        return Relation.CONFLICT, "the pseudonym (HMAC) keys differ"
+    if first == second:
+        return Relation.SAME, "identical keys"
+    if _extends(first, second):
+        return Relation.FIRST_NEWER, f"the first adds key ids {_new_ids(first, second)}"
+    if _extends(second, first):
+        return Relation.SECOND_NEWER, f"the second adds key ids {_new_ids(second, first)}"
+    clashing = sorted(
+        kid
+        for kid in first.encryption_keys.keys() & second.encryption_keys.keys()
+        if first.encryption_keys[kid] != second.encryption_keys[kid]
+    )
+    if clashing:
+        return Relation.CONFLICT, f"key ids {clashing} have different material"
+    if first.encryption_keys == second.encryption_keys:
+        return Relation.CONFLICT, "same keys, different active key id"
+    return Relation.CONFLICT, "neither is a rotation of the other"
+
+
+def _new_ids(newer: KeyRing, older: KeyRing) -> list[int]:
+    return sorted(newer.encryption_keys.keys() - older.encryption_keys.keys())
 
 
 def _decode_key(value: object, where: str, path: Path) -> bytes:
