@@ -207,10 +207,14 @@ def load_keyring(path: Path) -> KeyRing:
 
 
 def save_keyring(ring: KeyRing, path: Path) -> None:
-    """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
+    """Write atomically with mode 0600 from the first byte (never briefly world-readable),
+    keeping the owner of the file it replaces."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if path.exists():  # a rotation by root keeps the service account's file its own
+        owner = path.stat()
+        os.fchown(fd, owner.st_uid, owner.st_gid)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(ring.to_json())
         handle.flush()

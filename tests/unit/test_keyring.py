@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
@@ -154,3 +155,13 @@ def test_compare_of_a_missing_file_exits_1_naming_it(tmp_path):
     save_keyring(new_keyring(), key_file)
     result = CliRunner().invoke(main, ["compare", str(key_file), str(tmp_path / "absent.json")])
     assert result.exit_code == 1 and "absent.json" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_rotation_by_root_keeps_the_service_accounts_ownership(tmp_path):
+    key_file = tmp_path / "k.json"
+    save_keyring(new_keyring(), key_file)
+    os.chown(key_file, 4321, 4321)
+    assert CliRunner().invoke(main, ["rotate", str(key_file)]).exit_code == 0
+    assert (key_file.stat().st_uid, key_file.stat().st_gid) == (4321, 4321)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
