@@ -88,6 +88,10 @@ artifacts: install ## Fetch/assemble every pinned artifact once into .artifacts/
 deploy: artifacts ## Deploy the whole pipeline onto INVENTORY (default inventory/vagrant)
 	$(PLAYBOOK) playbooks/site.yml
 
+.PHONY: fetch-secrets
+fetch-secrets: install ## Copy the secrets the hosts of INVENTORY keep (key file, passwords) into .secrets/<deployment>/
+	$(PLAYBOOK) playbooks/fetch_secrets.yml
+
 .PHONY: status
 status: install ## Every service on every host of INVENTORY, and the pipeline's health
 	$(PLAYBOOK) playbooks/status.yml

@@ -30,6 +30,7 @@ import os
 import secrets
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -130,6 +131,50 @@ def rotated(ring: KeyRing) -> KeyRing:
     return KeyRing(new_id, keys, ring.pseudonym_key)
 
 
+class Relation(StrEnum):
+    """How two copies of one deployment's key file relate (``bdf-keys compare``)."""
+
+    SAME = "same"
+    FIRST_NEWER = "first-newer"  # the first is a rotation of the second
+    SECOND_NEWER = "second-newer"
+    CONFLICT = "conflict"  # neither descends from the other: never pick one silently
+
+
+def _extends(newer: KeyRing, older: KeyRing) -> bool:
+    """True when ``newer`` is ``older`` rotated one or more times."""
+    return (
+        newer.encryption_keys.keys() > older.encryption_keys.keys()
+        and all(newer.encryption_keys[kid] == key for kid, key in older.encryption_keys.items())
+        and min(newer.encryption_keys.keys() - older.encryption_keys.keys()) > max(older.encryption_keys)
+    )
+
+
+def compare_keyrings(first: KeyRing, second: KeyRing) -> tuple[Relation, str]:
+    """The relation of two key files and why, without naming any key material."""
+    if not hmac.compare_digest(first.pseudonym_key, second.pseudonym_key):
+        return Relation.CONFLICT, "the pseudonym (HMAC) keys differ"
+    if first == second:
+        return Relation.SAME, "identical keys"
+    if _extends(first, second):
+        return Relation.FIRST_NEWER, f"the first adds key ids {_new_ids(first, second)}"
+    if _extends(second, first):
+        return Relation.SECOND_NEWER, f"the second adds key ids {_new_ids(second, first)}"
+    clashing = sorted(
+        kid
+        for kid in first.encryption_keys.keys() & second.encryption_keys.keys()
+        if first.encryption_keys[kid] != second.encryption_keys[kid]
+    )
+    if clashing:
+        return Relation.CONFLICT, f"key ids {clashing} have different material"
+    if first.encryption_keys == second.encryption_keys:
+        return Relation.CONFLICT, "same keys, different active key id"
+    return Relation.CONFLICT, "neither is a rotation of the other"
+
+
+def _new_ids(newer: KeyRing, older: KeyRing) -> list[int]:
+    return sorted(newer.encryption_keys.keys() - older.encryption_keys.keys())
+
+
 def _decode_key(value: object, where: str, path: Path) -> bytes:
     try:
         key = base64.b64decode(str(value), validate=True)
@@ -162,10 +207,14 @@ def load_keyring(path: Path) -> KeyRing:
 
 
 def save_keyring(ring: KeyRing, path: Path) -> None:
-    """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
+    """Write atomically with mode 0600 from the first byte (never briefly world-readable),
+    keeping the owner of the file it replaces."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if path.exists():  # a rotation by root keeps the service account's file its own
+        owner = path.stat()
+        os.fchown(fd, owner.st_uid, owner.st_gid)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(ring.to_json())
         handle.flush()

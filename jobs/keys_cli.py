@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
 from jobs.config import ConfigError
-from jobs.keyring import load_keyring, new_keyring, rotated, save_keyring
+from jobs.keyring import (
+    Relation,
+    compare_keyrings,
+    load_keyring,
+    new_keyring,
+    rotated,
+    save_keyring,
+)
 
 key_file_option = click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+# `compare` exits with this when neither file is a rotation of the other (1: unreadable file).
+EXIT_CONFLICT = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +60,24 @@ def list_keys(key_file: Path) -> None:
     ring = _load(key_file)
     for key_id in sorted(ring.encryption_keys):
         click.echo(f"{key_id}\t{'active' if key_id == ring.active_key_id else 'decrypt-only'}")
+
+
+@main.command()
+@click.argument("first", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("second", type=click.Path(dir_okay=False, path_type=Path))
+def compare(first: Path, second: Path) -> None:
+    """Tell which of two copies of a key file is newer; never prints key material.
+
+    Prints JSON {"relation": ..., "reason": ...}. The relation is "same",
+    "first-newer" or "second-newer" (that one is the other rotated: it holds every key
+    id of the other with the same material, newer ids and the same pseudonym key; exit
+    0), or "conflict" (different pseudonym keys, an id with other material, or unrelated
+    rotations; exit 3). Exit 1 when a file cannot be read.
+    """
+    relation, reason = compare_keyrings(_load(first), _load(second))
+    click.echo(json.dumps({"relation": str(relation), "reason": reason}))
+    if relation is Relation.CONFLICT:
+        sys.exit(EXIT_CONFLICT)
 
 
 def _load(key_file: Path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
 from click.testing import CliRunner
 
 from jobs.config import ConfigError
-from jobs.keyring import DecryptionError, load_keyring, new_keyring, rotated, save_keyring
+from jobs.keyring import DecryptionError, KeyRing, load_keyring, new_keyring, rotated, save_keyring
 from jobs.keys_cli import main
 
 
@@ -80,3 +81,87 @@ def test_rotation_keeps_decrypting_old_ciphertexts():
     newer = rotated(ring)
     assert newer.decrypt(old, "phone_enc") == "value"
     assert newer.encrypt("value", "phone_enc")[1:3] == b"\x00\x02"
+
+
+def _compare(first, second):
+    result = CliRunner().invoke(main, ["compare", str(first), str(second)])
+    return result.exit_code, json.loads(result.output) if result.output.startswith("{") else result.output
+
+
+def _key_files(tmp_path, first_ring, second_ring):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    save_keyring(first_ring, first)
+    save_keyring(second_ring, second)
+    return first, second
+
+
+def test_compare_says_same_for_copies_of_one_key_file(tmp_path):
+    ring = new_keyring()
+    exit_code, answer = _compare(*_key_files(tmp_path, ring, ring))
+    assert (exit_code, answer["relation"]) == (0, "same")
+
+
+@pytest.mark.parametrize("rotations", [1, 3])
+def test_compare_names_the_rotated_copy_newer_in_either_order(tmp_path, rotations):
+    older = new_keyring()
+    newer = older
+    for _ in range(rotations):
+        newer = rotated(newer)
+    assert _compare(*_key_files(tmp_path, newer, older)) == (
+        0,
+        {"relation": "first-newer", "reason": f"the first adds key ids {list(range(2, 2 + rotations))}"},
+    )
+    exit_code, answer = _compare(*_key_files(tmp_path, older, newer))
+    assert (exit_code, answer["relation"]) == (0, "second-newer")
+
+
+def _conflicting_pairs():
+    base = new_keyring()
+    other_hmac = KeyRing(base.active_key_id, base.encryption_keys, new_keyring().pseudonym_key)
+    fresh_clone = new_keyring()
+    same_id_other_key = KeyRing(1, {1: new_keyring().active_key}, base.pseudonym_key)
+    rotated_apart = (rotated(base), rotated(base))  # both rotated from base, separately
+    rotation = rotated(base)
+    other_active = KeyRing(1, rotation.encryption_keys, base.pseudonym_key)
+    return {
+        "other-pseudonym-key": ((base, other_hmac), "pseudonym (HMAC) keys differ"),
+        "fresh-clone-key": ((base, fresh_clone), "pseudonym (HMAC) keys differ"),
+        "same-id-other-material": ((base, same_id_other_key), "key ids [1] have different material"),
+        "rotated-on-both-sides": (rotated_apart, "key ids [2] have different material"),
+        "other-active-id": ((rotation, other_active), "different active key id"),
+    }
+
+
+@pytest.mark.parametrize(("pair", "reason"), _conflicting_pairs().values(), ids=_conflicting_pairs().keys())
+def test_compare_refuses_to_pick_between_unrelated_key_files(tmp_path, pair, reason):
+    first, second = _key_files(tmp_path, *pair)
+    exit_code, answer = _compare(first, second)
+    assert exit_code == 3
+    assert answer["relation"] == "conflict" and reason in answer["reason"]
+    material = [key.hex() for ring in pair for key in [*ring.encryption_keys.values(), ring.pseudonym_key]]
+    assert not any(hex_key in json.dumps(answer) for hex_key in material)
+
+
+def test_compare_rejects_an_older_copy_that_skips_ids(tmp_path):
+    """{1, 3} vs {1, 2, 3}: the second holds an id older than the first's newest, not a rotation."""
+    full = rotated(rotated(new_keyring()))
+    gapped = KeyRing(3, {1: full.encryption_keys[1], 3: full.encryption_keys[3]}, full.pseudonym_key)
+    exit_code, answer = _compare(*_key_files(tmp_path, full, gapped))
+    assert (exit_code, answer["relation"]) == (3, "conflict")
+
+
+def test_compare_of_a_missing_file_exits_1_naming_it(tmp_path):
+    key_file = tmp_path / "k.json"
+    save_keyring(new_keyring(), key_file)
+    result = CliRunner().invoke(main, ["compare", str(key_file), str(tmp_path / "absent.json")])
+    assert result.exit_code == 1 and "absent.json" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_rotation_by_root_keeps_the_service_accounts_ownership(tmp_path):
+    key_file = tmp_path / "k.json"
+    save_keyring(new_keyring(), key_file)
+    os.chown(key_file, 4321, 4321)
+    assert CliRunner().invoke(main, ["rotate", str(key_file)]).exit_code == 0
+    assert (key_file.stat().st_uid, key_file.stat().st_gid) == (4321, 4321)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -1,0 +1,123 @@
+"""A deploy never replaces the secrets and keys the hosts use (LAB=1, after the e2e deploy).
+
+From a control node without the deployment's secrets (a fresh clone) the deploy stops
+in its guard plays, before any role runs, and the hosts keep their key file and
+passwords; a key rotated on the Spark host survives the next deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.lab import HOSTS, KEYSPACE, LAB_ONLY, REPO, SECRETS, kafka_conf, secret, ssh
+
+pytestmark = LAB_ONLY
+
+PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+KEY_FILE = "/etc/bigdataflow/secrets/profile-keys.json"
+JOB = "user-profiles-stream"
+# What a replaced secret would rewrite on the hosts.
+SECRET_FILES = {
+    "spark1": [
+        KEY_FILE,
+        "/etc/bigdataflow/secrets/kafka-stream.toml",
+        "/etc/bigdataflow/secrets/cassandra-bigdataflow.toml",
+        "/etc/spark/spark-defaults.conf",
+        "/etc/bigdataflow/deployment-secrets.json",
+    ],
+    "kafka1": ["/etc/kafka/server.properties", "/etc/kafka/admin-client.properties"],
+    "store1": ["/var/lib/ferretdb/setup.env", "/etc/bigdataflow/deployment-secrets.json"],
+}
+
+
+def _deploy(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(  # noqa: S603 - fixed command
+        [str(PLAYBOOK), "-i", "inventory/lab", "playbooks/site.yml", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    return result, time.monotonic() - started
+
+
+def _host_state() -> dict[str, str]:
+    """sha256 of every secret-bearing file, and the job's process (a restart changes it)."""
+    state = {}
+    for host, paths in SECRET_FILES.items():
+        listing = ssh(host, "sha256sum " + " ".join(paths))
+        assert listing.returncode == 0, listing.stderr
+        state |= {f"{host}:{path}": digest for digest, path in map(str.split, listing.stdout.splitlines())}
+    state["job"] = ssh("spark1", f"systemctl show -p MainPID -p NRestarts {JOB}").stdout
+    return state
+
+
+def _logins_with_the_deployments_passwords_succeed() -> None:
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+    from confluent_kafka.admin import AdminClient
+
+    assert "user_profiles" in AdminClient(kafka_conf("stream")).list_topics(timeout=20).topics
+    cluster = Cluster(
+        [HOSTS["store1"]],
+        auth_provider=PlainTextAuthProvider("bigdataflow", secret("cassandra-app")),
+        protocol_version=5,
+    )
+    try:
+        cluster.connect(KEYSPACE).execute("SELECT user_id FROM profiles LIMIT 1")
+    finally:
+        cluster.shutdown()
+
+
+def _secrets_without(tmp_path, *names: str):
+    copy = tmp_path / "secrets"
+    shutil.copytree(SECRETS, copy, ignore=shutil.ignore_patterns(*names) if names else None)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (None, "is missing on this control node and kafka_admin_password is not set"),
+        ("profile-keys.json", "no stored row could be decrypted or found by email again"),
+    ],
+    ids=["no-secrets-at-all", "no-key-file"],
+)
+def test_deploy_without_the_control_nodes_secrets_refuses_and_changes_nothing(tmp_path, missing, message):
+    secrets_dir = tmp_path / "empty" if missing is None else _secrets_without(tmp_path, missing)
+    secrets_dir.mkdir(exist_ok=True)
+    files_before = sorted(p.name for p in secrets_dir.iterdir())
+    before = _host_state()
+
+    result, seconds = _deploy("-e", f"bdf_secrets_dir={secrets_dir}")
+
+    output = " ".join((result.stdout + result.stderr).split())  # however the callback wraps lines
+    assert result.returncode != 0, output[-3000:]
+    assert message in output and "make fetch-secrets INVENTORY=inventory/lab" in output, output[-3000:]
+    assert "TASK [common" not in output, "a role ran before the guard stopped the deploy"
+    assert seconds < 180
+    assert sorted(p.name for p in secrets_dir.iterdir()) == files_before, "the guard generated a secret"
+    assert _host_state() == before
+    _logins_with_the_deployments_passwords_succeed()
+    assert ssh("spark1", f"systemctl is-active {JOB}").stdout.strip() == "active"
+
+
+def test_a_key_rotated_on_the_spark_host_survives_a_deploy():
+    rotation = ssh("spark1", f"/opt/bigdataflow/venv/bin/bdf-keys rotate {KEY_FILE}")
+    assert rotation.returncode == 0, rotation.stderr
+    rotated = _host_state()[f"spark1:{KEY_FILE}"]
+
+    result, _ = _deploy("--tags", "stream_job")
+
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert _host_state()[f"spark1:{KEY_FILE}"] == rotated
+    assert hashlib.sha256((SECRETS / "profile-keys.json").read_bytes()).hexdigest() == rotated
+    assert ssh("spark1", f"stat -c %U:%a {KEY_FILE}").stdout.strip() == "spark:600"
+    assert ssh("spark1", f"systemctl is-active {JOB}").stdout.strip() == "active"
