@@ -45,8 +45,8 @@ test: install ## Run the test suite (unit tests with a local SparkSession; no se
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-servers
-test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs (Kafka)
-	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py $(PYTEST_ARGS)
+test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs and bdf-dlq (Kafka)
+	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests

@@ -1,7 +1,9 @@
-"""The audit log: one JSON line per change applied to the cluster (who, when, what).
+"""Audit logs: one JSON line per action (who, when, what), for every tool that changes
+something or reveals personal data: ``bdf-acl apply``, ``bdf-gdpr subject erase``,
+``bdf-dlq`` (unmask, replay, quarantine). Each tool keeps its own file.
 
 The log is opened, and locked, before the first change: if it cannot be written,
-nothing is applied; two applies on one host run one after the other.
+nothing is done; two runs on one host go one after the other.
 """
 
 from __future__ import annotations

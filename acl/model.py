@@ -164,6 +164,14 @@ class Grant:
         """Grants with the same key are one grant (their operations belong together)."""
         return (self.resource_type, self.name, self.pattern, self.permission, self.host)
 
+    def allows_reading(self, topic: str) -> bool:
+        """Whether this grant's pattern and operations cover reading ``topic`` (ALLOW or DENY)."""
+        if self.resource_type != "TOPIC" or not {"READ", "ALL"} & set(self.operations):
+            return False
+        if self.pattern == "PREFIXED":
+            return topic.startswith(self.name)
+        return self.name in (topic, "*")
+
     def acls(self, principal: str) -> Iterator[Acl]:
         for operation in self.operations:
             yield Acl(
@@ -252,6 +260,17 @@ class Description:
                 for grant in team.grants:
                     acls.update(grant.acls(member))
         return acls
+
+    def topic_readers(self, topic: str) -> set[str]:
+        """Who may read ``topic`` ('application stream', 'team data-engineering'); super users aside."""
+        holders = [(f"application {app.name}", app.grants) for app in self.applications.values()]
+        holders += [(f"team {team.name}", team.grants) for team in self.teams.values()]
+        return {
+            owner
+            for owner, grants in holders
+            if any(grant.allows_reading(topic) for grant in grants if grant.permission == "ALLOW")
+            and not any(grant.allows_reading(topic) for grant in grants if grant.permission == "DENY")
+        }
 
     def to_yaml(self) -> dict[str, object]:
         return {

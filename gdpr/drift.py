@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from acl.model import Description, DescriptionError, load_description
 from gdpr.model import Register
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CQL_TEMPLATE = "roles/cassandra/templates/schema.cql.j2"
+ACCESS_FILE = "acl/access.yml"
 PROFILE_STORE, AGGREGATE_STORE, RAW_TOPIC = "cassandra_profiles", "mongodb_aggregates", "kafka_topic"
 
 # The register may be more precise than the code: it says "generalised" where the
@@ -45,6 +47,7 @@ class CodeFacts:
     encrypted_columns: frozenset[str]
     collections: frozenset[str]  # MongoDB collections the job writes
     unpublished_fields: frozenset[str]  # input fields the producer removes before Kafka
+    access: Description | None = None  # acl/access.yml: who may read which topic
     root: Path = REPO_ROOT
     overrides: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # variable -> (file, value)
 
@@ -101,6 +104,10 @@ def code_facts(
     if inventory is not None and register is not None:
         variables = {item.source.variable for item in register.retention if item.source}
         overrides = inventory_overrides(inventory, variables)
+    try:
+        access = load_description(root / ACCESS_FILE)
+    except (OSError, DescriptionError):
+        access = None  # reported by the check, which cannot say who reads the topics
     return CodeFacts(
         input_fields=frozenset(schema_leaves(PROFILE_SCHEMA)),
         field_treatment=dict(FIELD_TREATMENT),
@@ -109,6 +116,7 @@ def code_facts(
         encrypted_columns=frozenset(ENCRYPTED_COLUMNS.values()),
         collections=frozenset((*AGGREGATE_COLLECTIONS, BATCHES_COLLECTION)),
         unpublished_fields=frozenset(f"login.{name}" for name in SECRET_LOGIN_FIELDS),
+        access=access,
         root=root,
         overrides=overrides,
     )
@@ -122,6 +130,7 @@ def check(register: Register, facts: CodeFacts) -> list[str]:
         *_check_stores(register, facts),
         *_check_collections(register, facts),
         *_check_retention(register, facts),
+        *_check_topic_readers(register, facts),
         *_check_evidence(register, facts),
     ]
 
@@ -195,6 +204,26 @@ def _check_collections(register: Register, facts: CodeFacts) -> Iterator[str]:
         yield f"MongoDB collection {name} is written by the job but not in the register"
     for name in sorted(declared - facts.collections):
         yield f"MongoDB collection {name} is in the register but the job does not write it"
+
+
+def _check_topic_readers(register: Register, facts: CodeFacts) -> Iterator[str]:
+    """The register names exactly who acl/access.yml lets read each Kafka topic."""
+    topics = [store for store in register.stores if store.topic is not None]
+    if topics and facts.access is None:
+        yield f"{ACCESS_FILE} is missing or invalid: who may read {topics[0].topic} cannot be checked"
+        return
+    for store in topics:
+        granted = facts.access.topic_readers(store.topic)
+        for reader in sorted(granted - set(store.readers)):
+            yield (
+                f"store {store.id}: {ACCESS_FILE} lets {reader} read {store.topic}, "
+                "but the register does not name it among the readers"
+            )
+        for reader in sorted(set(store.readers) - granted):
+            yield (
+                f"store {store.id}: the register names {reader} as a reader of {store.topic}, "
+                f"but {ACCESS_FILE} does not let it read the topic"
+            )
 
 
 def _check_retention(register: Register, facts: CodeFacts) -> Iterator[str]:

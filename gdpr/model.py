@@ -66,6 +66,10 @@ class Store(_Model):
     name: str
     holds: str
     retention: str
+    # A Kafka topic names who may read it besides the Kafka super users, as acl/access.yml
+    # names them ("team data-engineering", "application stream"); gdpr.drift compares them.
+    topic: str | None = None
+    readers: list[str] = Field(default_factory=list)
 
 
 class Evidence(_Model):

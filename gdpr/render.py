@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from gdpr.model import PLACEHOLDER, FieldEntry, Register, Retention
+from gdpr.model import PLACEHOLDER, FieldEntry, Register, Retention, Store
 from jobs.contract import CONTRACT
 
 SECONDS_PER_DAY = 86_400
@@ -241,10 +241,19 @@ def _stores_section(register: Register) -> list[Block]:
     return [
         Heading(2, "9. Where the data is"),
         Table(
-            ("Store", "Holds", "Time limit"),
-            tuple((s.name, s.holds, time_limit(retention[s.retention])) for s in register.stores),
+            ("Store", "Holds", "Readable by", "Time limit"),
+            tuple(
+                (s.name, s.holds, _topic_readers(s), time_limit(retention[s.retention]))
+                for s in register.stores
+            ),
         ),
     ]
+
+
+def _topic_readers(store: Store) -> str:
+    if store.topic is None:
+        return "as described under Holds"
+    return ", ".join([*store.readers, "the Kafka super users (admin)"])
 
 
 def _rights_section(register: Register) -> list[Block]:

@@ -87,6 +87,8 @@ class StreamSettings(_Section):
     # aggregate query's state, which are fixed when its checkpoint is created.
     parallelism: int = Field(default=2, gt=0)
     spark_master: str = "local[*]"
+    # Source offsets to dead-letter unprocessed (jobs/quarantine.py, `bdf-dlq quarantine`).
+    quarantine_file: Path = Path("/var/lib/bigdataflow/stream-quarantine.json")
 
 
 class ProducerSettings(_Section):

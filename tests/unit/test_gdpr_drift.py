@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from acl.model import parse_description
 from gdpr.cli import main
 from gdpr.drift import CodeFacts, check, code_facts, table_columns
 from gdpr.model import DEFAULT_REGISTER, Register, load_register, parse_register
@@ -210,6 +211,46 @@ def test_security_measure_whose_evidence_is_gone_fails(register, facts, tmp_path
         "'allow.everyone.if.no.acl.found=false'"
     ) in problems
     assert "security measure logs_without_personal_data: evidence file jobs/logs.py not found" in problems
+
+
+def with_access(facts: CodeFacts, old: str, new: str) -> CodeFacts:
+    """The facts with acl/access.yml edited (one replacement that must apply)."""
+    text = (REPO / "acl" / "access.yml").read_text(encoding="utf-8")
+    assert old in text
+    return dataclasses.replace(facts, access=parse_description(text.replace(old, new, 1)))
+
+
+def test_the_register_names_who_may_read_each_topic_as_the_acl_grants_it(facts):
+    assert facts.access.topic_readers("user_profiles_dlq") == {"team data-engineering"}
+    # analytics' DENY wins over any ALLOW it may get later: not a reader of the raw topic.
+    assert facts.access.topic_readers("user_profiles") == {"application stream"}
+    assert facts.access.topic_readers("analytics.events") == {"team analytics"}
+
+
+def test_a_team_granted_the_dead_letters_but_not_named_by_the_register_fails(register, facts):
+    granted = with_access(
+        facts,
+        "      - {type: group, name: analytics., pattern: prefixed, operations: [Read]}\n",
+        "      - {type: group, name: analytics., pattern: prefixed, operations: [Read]}\n"
+        "      - {type: topic, name: user_profiles_, pattern: prefixed, operations: [Read]}\n",
+    )
+    assert check(register, granted) == [
+        "store kafka_dead_letter_topic: acl/access.yml lets team analytics read user_profiles_dlq, "
+        "but the register does not name it among the readers"
+    ]
+
+
+def test_a_reader_the_register_names_but_the_acl_does_not_grant_fails(register, facts):
+    revoked = with_access(
+        facts, "      - {type: topic, name: user_profiles_dlq, operations: [Read, Describe]}\n", ""
+    )
+    assert check(register, revoked) == [
+        "store kafka_dead_letter_topic: the register names team data-engineering as a reader of "
+        "user_profiles_dlq, but acl/access.yml does not let it read the topic"
+    ]
+    assert (
+        "acl/access.yml is missing or invalid" in check(register, dataclasses.replace(facts, access=None))[0]
+    )
 
 
 def test_check_command_passes_on_the_repository_and_fails_on_a_drifted_register(tmp_path):
