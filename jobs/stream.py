@@ -39,6 +39,7 @@ from jobs.cli_options import config_option, verbose_option
 from jobs.config import ConfigError, Settings, StreamSettings, load_settings
 from jobs.keyring import KeyRing, load_keyring
 from jobs.logs import setup_logging
+from jobs.quarantine import QuarantinedMessage, QuarantineError, load_quarantine
 from jobs.resilience import Stopping, is_unavailable, refused_rows, retry_while_unavailable
 from jobs.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.sinks import (
@@ -321,8 +322,9 @@ def start_queries(
     stream = settings.stream
     # A streaming query's jobs run in the pool set on the thread that starts it.
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "profiles")
+    prepared = prepare(read_kafka(spark, settings), keys, stream.max_message_bytes)
     profiles = (
-        prepare(read_kafka(spark, settings), keys, stream.max_message_bytes)
+        without_quarantined(prepared, load_quarantine(stream.quarantine_file))
         .writeStream.queryName("profiles")
         .foreachBatch(profile_writer)
         .option("checkpointLocation", str(checkpoint_folder(stream, "profiles")))
@@ -341,6 +343,16 @@ def start_queries(
     )
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     return [profiles, aggregates]
+
+
+def without_quarantined(prepared: DataFrame, quarantined: list[QuarantinedMessage]) -> DataFrame:
+    """``prepared`` with the messages an operator quarantined (``bdf-dlq quarantine``)
+    dead-lettered unprocessed, for the operator's reason: the way out of a crash loop."""
+    if not quarantined:
+        return prepared
+    log.warning("quarantined messages are dead-lettered", extra={"fields": {"messages": len(quarantined)}})
+    rejections = [(*message.position, f"quarantined: {message.reason}") for message in quarantined]
+    return with_rejections(prepared, prepared.sparkSession.createDataFrame(rejections, REJECTION_SCHEMA))
 
 
 def checkpoint_folder(stream: StreamSettings, name: str) -> Path:
@@ -407,7 +419,7 @@ def main(config_path: Path | None, verbose: bool) -> None:
     try:
         settings = load_settings(config_path)
         run(settings)
-    except ConfigError as exc:
+    except (ConfigError, QuarantineError) as exc:
         log.error("configuration error", extra={"fields": {"error": str(exc)}})
         sys.exit(2)
 

@@ -267,3 +267,24 @@ def test_a_store_that_refuses_every_row_fails_the_batch_instead_of_dead_letterin
     )
     with pytest.raises(RuntimeError, match="UUID string too large"):
         writer(prepare(kafka_frame(spark, profiles), keys, MAX_BYTES), 0)
+
+
+@pytest.mark.spark
+def test_a_quarantined_message_is_dead_lettered_unprocessed_with_the_operators_reason(spark, keys, tmp_path):
+    from jobs.quarantine import QuarantinedMessage
+    from jobs.stream import without_quarantined
+
+    profiles = generated_profiles(5, seed="quarantine")
+    quarantined = [QuarantinedMessage("user_profiles", 0, 2, "crashes the Cassandra write")]
+    prepared = without_quarantined(prepare(kafka_frame(spark, profiles), keys, MAX_BYTES), quarantined)
+    stored, dead, recorder = ListSink(), ListSink(), Recorder()
+    ProfileBatchWriter(stored, dead, AggregateInputSpool(tmp_path / "s"), recorder, MAX_BYTES)(prepared, 0)
+    assert {row.user_id for row in stored.frames} == {p["login"]["uuid"] for p in profiles} - {
+        profiles[2]["login"]["uuid"]
+    }
+    (letter,) = dead.frames
+    headers = {h.key: bytes(h.value).decode() for h in letter.headers}
+    assert (headers["dlq.source.offset"], headers["dlq.reason"]) == (
+        "2",
+        "quarantined: crashes the Cassandra write",
+    )
