@@ -258,7 +258,7 @@ def test_render_page_gives_every_output_in_order(snapshot: dict) -> None:
     assert trace(domains)["x"] == [4, 6, 90]
     assert trace(registrations)["y"] == [40, 60]
     assert outputs[6:] == ["100", figures.format_age(average_age(DOCUMENTS[data.TOTALS][0], TODAY)), "3", "3",
-                           "2026-05-01 12:05:00 UTC"]  # fmt: skip
+                           "2026-05-01 12:05:00 UTC", ""]  # fmt: skip
     assert figures.NOT_FILTERED not in title(bands)
 
 
