@@ -239,14 +239,18 @@ def gender_split(by_gender: Mapping[str, int]) -> Figure:
 
 
 def email_domain_bar(
-    domains: Sequence[Sequence[str | int]], domain_count: int, note: str | None = None, unrecognised: int = 0
+    domains: Sequence[Sequence[str | int]],
+    domain_count: int,
+    note: str | None = None,
+    unrecognised: int = 0,
+    complete: bool = True,
 ) -> Figure:
     """The most common email domains, largest on top; the title says how many there are
-    (and how many keys were not recognised as a domain, which are not drawn)."""
+    ("+" when not all were read) and how many keys were not recognised as a domain."""
     junk = f"{unrecognised:,} unrecognised keys not counted" if unrecognised else None
     if not domains:
         return empty("Top email domains", _notes("No email domains counted yet", junk) or "")
-    title = f"Top {len(domains)} email domains (of {domain_count:,})"
+    title = f"Top {len(domains)} email domains (of {format_count(domain_count, complete)})"
     rows = list(reversed([(str(d), int(n)) for d, n in domains]))  # horizontal bars draw bottom-up
     counts = [n for _, n in rows]
     bar = {
@@ -303,8 +307,9 @@ def registrations_over_time(
     return {"data": [line], "layout": layout}
 
 
-def format_count(value: int) -> str:
-    return f"{value:,}"
+def format_count(value: int, complete: bool = True) -> str:
+    """``1,234``; ``1,234+`` when only part of what there is was counted."""
+    return f"{value:,}" if complete else f"{value:,}+"
 
 
 def format_age(value: float | None) -> str:

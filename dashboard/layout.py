@@ -52,15 +52,15 @@ def status_banner(
 
 def data_note(snapshot: Mapping[str, Any]) -> str:
     """What the page did with aggregate documents it could not take as they are (or "")."""
-    unrecognised = sum(snapshot.get("unrecognised", {}).values()) + snapshot.get(
-        "email_domains_unrecognised", 0
-    )
+    unrecognised = sum(snapshot.get("unrecognised", {}).values())
     ignored = sum(snapshot.get("ignored", {}).values())
     parts = []
     if unrecognised:
         parts.append(f"{unrecognised:,} unrecognised aggregate keys counted as “{ids.OTHER}”")
     if ignored:
         parts.append(f"{ignored:,} documents with unreadable counts left out")
+    if snapshot.get("truncated"):
+        parts.append("not every document read of " + ", ".join(snapshot["truncated"]))
     return " · " + "; ".join(parts) if parts else ""
 
 
@@ -71,6 +71,7 @@ def render_page(
     numbers, the time of the last update, the note on documents not taken as they are."""
     selection = select(snapshot, nationalities, genders, today)
     note = figures.NOT_FILTERED if selection.filtered else None
+    domains_complete = EMAIL_DOMAINS not in snapshot.get("truncated", ())
     return [
         figures.nationality_bar(selection.by_nationality, selection.age_by_nationality),
         figures.nationality_map(selection.by_nationality, selection.age_by_nationality),
@@ -81,6 +82,7 @@ def render_page(
             snapshot["email_domain_count"],
             note,
             snapshot.get("unrecognised", {}).get(EMAIL_DOMAINS, 0),
+            domains_complete,
         ),
         figures.registrations_over_time(
             snapshot["registrations"], note, snapshot.get("registrations_other", 0)
@@ -88,7 +90,7 @@ def render_page(
         figures.format_count(selection.users),
         figures.format_age(selection.average_age),
         figures.format_count(len(set(selection.by_nationality) - {ids.OTHER})),
-        figures.format_count(snapshot["email_domain_count"]),
+        figures.format_count(snapshot["email_domain_count"], domains_complete),
         format_moment(snapshot["updated_at"]),
         data_note(snapshot),
     ]

@@ -28,8 +28,8 @@ def with_documents(extra: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return {name: [*DOCUMENTS.get(name, []), *extra.get(name, [])] for name in data.AGGREGATE_COLLECTIONS}
 
 
-def summarise(documents: dict[str, list[dict]], unrecognised_domains: int = 0) -> dict:
-    return data.summarise(documents, 3, READ_AT, TODAY, unrecognised_domains)
+def summarise(documents: dict[str, list[dict]], truncated: tuple[str, ...] = ()) -> dict:
+    return data.summarise(documents, READ_AT, TODAY, truncated=truncated)
 
 
 VALID = summarise(DOCUMENTS)
@@ -123,7 +123,6 @@ def test_keys_the_stream_job_writes_are_recognised(collection: str, key: str) ->
                 "-a.example",
                 "a..example",
                 "example.com\n",
-                "EXAMPLE.COM",
                 "a" * 64 + ".example",
                 ".".join(["a" * 63] * 4) + ".example",  # 263 characters
                 "\u202eexample.com",
@@ -157,11 +156,6 @@ def test_each_part_of_a_nationality_gender_key_is_checked_on_its_own(key, expect
     assert CHECKS[data.NATIONALITY_GENDER](key) == expected
 
 
-def test_the_domain_filter_sent_to_mongodb_is_the_pattern_checked_here() -> None:
-    regexes = [clause["_id"]["$regex"] for clause in data.DOMAIN_FILTER["$or"][1]["$and"]]
-    assert regexes == [f"^{data.DOMAIN_PATTERN}\\z", "^.{1,253}\\z"]
-
-
 # --- a snapshot from hostile documents -----------------------------------------------------------
 HOSTILE = {
     data.NATIONALITY: [
@@ -187,7 +181,7 @@ HOSTILE = {
 
 @pytest.fixture()
 def hostile() -> dict:
-    return summarise(with_documents(HOSTILE), unrecognised_domains=20_000)
+    return summarise(with_documents(HOSTILE), truncated=(data.EMAIL_DOMAINS,))
 
 
 def test_hostile_documents_leave_every_valid_number_as_it_was(hostile: dict) -> None:
@@ -219,7 +213,7 @@ def test_hostile_keys_are_summed_in_one_other_bucket_per_aggregate(hostile: dict
         data.NATIONALITY_GENDER: 2,
         data.BIRTH_MONTHS: 2,
         data.REGISTRATIONS: 2,
-        data.EMAIL_DOMAINS: 20_001,  # 20,000 left in MongoDB by its filter, one refused here
+        data.EMAIL_DOMAINS: 1,
         data.TOTALS: 1,
     }
     assert hostile["ignored"] == {data.NATIONALITY: 5, data.TOTALS: 1}
@@ -234,7 +228,7 @@ def test_write_times_that_are_not_datetimes_are_ignored() -> None:
             {"_id": "all", "users": 1, "updated_at": dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)},
         ]
     }
-    assert data.summarise(documents, 0, READ_AT, TODAY)["updated_at"] == "2026-05-01T12:00:00+00:00"
+    assert data.summarise(documents, READ_AT, TODAY)["updated_at"] == "2026-05-01T12:00:00+00:00"
 
 
 WRITTEN_LATER_AS_TEXT = "2099-01-01T00:00:00Z"
@@ -249,12 +243,15 @@ def test_the_page_draws_hostile_data_and_says_what_it_left_out(hostile: dict) ->
     assert nationality["data"][0]["customdata"][-1][0] == "unrecognised nationalities"
     assert gender["data"][0]["labels"] == ["female", "male", "unknown", OTHER]
     assert bands["data"][0]["x"][-1] == OTHER
-    assert "20,001 unrecognised keys not counted" in domains["layout"]["title"]["text"]
+    assert domains["layout"]["title"]["text"].startswith(
+        "Top 3 email domains (of 3+)<br><sup>1 unrecognised keys"
+    )
+    assert outputs[9] == "3+"  # not every email domain read
     assert "10 under unrecognised months, not drawn" in registrations["layout"]["title"]["text"]
     assert outputs[8] == "3"  # nationalities: "other" is not one
     assert outputs[-1] == (
-        " · 20,020 unrecognised aggregate keys counted as “other”;"
-        " 6 documents with unreadable counts left out"
+        " · 20 unrecognised aggregate keys counted as “other”; 6 documents with unreadable counts"
+        " left out; not every document read of email_domains"
     )
     for figure in outputs[:6]:
         go.Figure(figure)
@@ -296,47 +293,39 @@ def test_labels_are_bounded_printable_and_escaped(text: object, expected: str) -
 
 
 # --- reading -----------------------------------------------------------------------------------
-class FakeCursor:
-    def __init__(self, calls: list, name: str) -> None:
-        self.calls, self.name = calls, name
-
-    def sort(self, keys: list) -> FakeCursor:
-        self.calls.append((self.name, "sort", keys))
-        return self
-
-    def limit(self, n: int) -> FakeCursor:
-        self.calls.append((self.name, "limit", n))
-        return self
-
-    def __iter__(self):
-        return iter([])
-
-
 class FakeCollection:
-    def __init__(self, calls: list, name: str) -> None:
-        self.calls, self.name = calls, name
+    """As much of a pymongo collection as ``read_documents`` may use: find, then limit."""
 
-    def find(self, query: dict, projection: dict) -> FakeCursor:
-        self.calls.append((self.name, "find", query, projection))
-        return FakeCursor(self.calls, self.name)
+    def __init__(self, size: int) -> None:
+        self.documents = [{"_id": f"k{i}", "users": 1} for i in range(size)]
+        self.calls: list = []
 
-    def count_documents(self, query: dict) -> int:
-        return 30
+    def find(self, query: dict, projection: dict) -> FakeCollection:
+        self.calls.append(("find", query, projection))
+        return self
 
-    def estimated_document_count(self) -> int:
-        return 20_030
+    def limit(self, n: int) -> list[dict]:
+        self.calls.append(("limit", n))
+        return self.documents[:n]
 
 
-def test_every_read_is_projected_and_limited_largest_counts_first() -> None:
-    calls: list = []
-    db = {name: FakeCollection(calls, name) for name in data.AGGREGATE_COLLECTIONS}
-    _, valid, unrecognised = data.read_documents(db, top_domains=5)
-    assert (valid, unrecognised) == (30, 20_000)
-    for name in data.AGGREGATE_COLLECTIONS:
-        query = data.DOMAIN_FILTER if name == data.EMAIL_DOMAINS else {}
-        limit = 5 if name == data.EMAIL_DOMAINS else data.MAX_DOCUMENTS
-        assert [c[1:] for c in calls if c[0] == name] == [
-            ("find", query, data.PROJECTION),
-            ("sort", [("users", -1), ("_id", 1)]),
-            ("limit", limit),
-        ]
+def test_every_read_is_projected_and_limited_and_says_which_collections_hold_more() -> None:
+    db = {name: FakeCollection(3) for name in data.AGGREGATE_COLLECTIONS}
+    db[data.EMAIL_DOMAINS] = FakeCollection(20_000)
+    documents, truncated = data.read_documents(db)
+    assert truncated == {data.EMAIL_DOMAINS}
+    assert len(documents[data.EMAIL_DOMAINS]) == data.MAX_DOCUMENTS
+    assert len(documents[data.NATIONALITY]) == 3
+    for collection in db.values():
+        assert collection.calls == [("find", {}, data.PROJECTION), ("limit", data.MAX_DOCUMENTS + 1)]
+
+
+def test_only_the_largest_email_domains_are_kept() -> None:
+    documents = {data.EMAIL_DOMAINS: [_doc(f"mail{i}.example", i) for i in range(50)]}
+    snapshot = data.summarise(documents, READ_AT, TODAY, top_domains=3)
+    assert snapshot["email_domains"] == [
+        ["mail49.example", 49],
+        ["mail48.example", 48],
+        ["mail47.example", 47],
+    ]
+    assert snapshot["email_domain_count"] == 50
