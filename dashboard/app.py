@@ -43,6 +43,7 @@ RENDERED = [
     Output(ids.KPI_NATIONALITIES, "children"),
     Output(ids.KPI_DOMAINS, "children"),
     Output(ids.LAST_UPDATE, "children"),
+    Output(ids.DATA_NOTE, "children"),
 ]
 
 

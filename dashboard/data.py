@@ -2,12 +2,15 @@
 
 Reading is split in three so that most of it is testable without a server:
 
-- ``read_documents(db, ...)`` is the only code that talks to MongoDB: one ``find`` per
-  aggregate collection (a few dozen to a few thousand small documents, whatever the
+- ``read_documents(db)`` is the only code that talks to MongoDB: one bounded ``find``
+  per aggregate collection (a few dozen to a few thousand small documents, whatever the
   number of profiles behind them);
 - ``summarise(documents, ...)`` turns those documents into a *snapshot*: a small,
   JSON-ready dict that the page keeps in a ``dcc.Store`` (filters re-render from it
-  without asking MongoDB again);
+  without asking MongoDB again). It trusts nothing it reads: a key that the stream job
+  cannot have written (``key_checks``, from ``jobs.contract``) is counted under ``OTHER``,
+  a document whose counts are not whole non-negative numbers is ignored and counted in
+  ``ignored``;
 - ``select(snapshot, nationalities, genders)`` applies the page's filters.
 
 ``AggregateSource`` ties them together for the app: a lazily created client with short
@@ -18,16 +21,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard import ids
 from jobs.aggregates import (
     AGGREGATE_COLLECTIONS,
     BIRTH_MONTHS,
     EMAIL_DOMAINS,
+    EPOCH,
     GENDER,
     NATIONALITY,
     NATIONALITY_GENDER,
@@ -37,49 +44,168 @@ from jobs.aggregates import (
     average_age,
 )
 from jobs.config import ConfigError, MongoSettings, load_credentials
+from jobs.contract import CLOCK_SKEW_SECONDS, EARLIEST_BIRTH, GENDERS, NATIONALITIES
 
 log = logging.getLogger(__name__)
 
 # The only fields read: counts, sums of birth days and write times; never anything else.
 PROJECTION = {"users": 1, "birth_epoch_day_sum": 1, "updated_at": 1}
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # the key the stream job counts a missing value under
+OTHER = ids.OTHER
+# At most this many documents are read per collection (a fraction of a second even from
+# FerretDB): more than any collection legitimately holds (birth and registration months
+# since 1900: about 1,530; email domains: one per mail provider, 2,000 in the synthetic
+# load test). A flood of junk keys costs no more than that.
+MAX_DOCUMENTS = 2_000
+MAX_COUNT = 2**53 - 1  # the largest integer a browser still shows exactly
+MAX_DOMAIN_LENGTH = 253
+# A hostname's shape: dot-separated labels of letters (any script), digits, inner hyphens.
+_DOMAIN_LABEL = r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?"
+_DOMAIN = re.compile(rf"{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
+_MONTH = re.compile("[0-9]{4}-(?:0[1-9]|1[0-2])")
+_EARLIEST_BIRTH = dt.date.fromisoformat(EARLIEST_BIRTH[:10])
+_NATIONALITY_KEYS = frozenset((*NATIONALITIES, UNKNOWN))
+_GENDER_KEYS = frozenset((*GENDERS, UNKNOWN))
 
 
 # --- Reading ---------------------------------------------------------------------------------
-def read_documents(db: Any, top_domains: int) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    """Every aggregate document but email domains, of which only the ``top_domains`` largest.
+def read_documents(db: Any) -> tuple[dict[str, list[dict[str, Any]]], frozenset[str]]:
+    """The aggregate documents by collection, at most ``MAX_DOCUMENTS`` each, and the
+    collections that hold more than that.
 
-    Returns the documents by collection and how many email domains there are in all.
+    No filter and no sort: FerretDB v1 reads a whole collection for either (seconds for
+    20,000 documents), a bare limit it does not; summarising picks the largest.
     """
-    documents = {
-        name: list(db[name].find({}, PROJECTION)) for name in AGGREGATE_COLLECTIONS if name != EMAIL_DOMAINS
-    }
-    domains = db[EMAIL_DOMAINS]
-    documents[EMAIL_DOMAINS] = list(
-        domains.find({}, PROJECTION).sort([("users", -1), ("_id", 1)]).limit(top_domains)
-    )
-    return documents, domains.estimated_document_count()
+    documents: dict[str, list[dict[str, Any]]] = {}
+    truncated = set()
+    for name in AGGREGATE_COLLECTIONS:
+        documents[name] = list(db[name].find({}, PROJECTION).limit(MAX_DOCUMENTS + 1))
+        if len(documents[name]) > MAX_DOCUMENTS:
+            truncated.add(name)
+            del documents[name][MAX_DOCUMENTS:]
+    return documents, frozenset(truncated)
 
 
-# --- Summarising -----------------------------------------------------------------------------
-def _key(document: Mapping[str, Any]) -> str:
-    key = document.get("_id")
-    return UNKNOWN if key in (None, "") else str(key)
+# --- Checking what MongoDB holds -------------------------------------------------------------
+def month_range(today: dt.date) -> tuple[str, str]:
+    """The first and last ``yyyy-MM`` a birth or a registration can have (the contract's)."""
+    latest = today + dt.timedelta(seconds=CLOCK_SKEW_SECONDS)
+    return f"{_EARLIEST_BIRTH:%Y-%m}", f"{latest:%Y-%m}"
 
 
-def _counts(document: Mapping[str, Any]) -> dict[str, int]:
+def is_email_domain(key: str) -> bool:
+    """A hostname's shape, at most 253 characters (the stream job lower-cases it)."""
+    return len(key) <= MAX_DOMAIN_LENGTH and _DOMAIN.fullmatch(key) is not None
+
+
+Classify = Callable[[str | None], tuple[str, bool]]
+
+
+def _one_of(is_valid: Callable[[str], bool]) -> Classify:
+    def classify(key: str | None) -> tuple[str, bool]:
+        return (key, True) if key is not None and is_valid(key) else (OTHER, False)
+
+    return classify
+
+
+def _pair(key: str | None) -> tuple[str, bool]:
+    nationality, gender = _split_nationality_gender(key) if key is not None else (OTHER, OTHER)
+    return f"{nationality}|{gender}", OTHER not in (nationality, gender)
+
+
+def key_checks(today: dt.date) -> dict[str, Classify]:
+    """Per collection: how a key is shown, and whether it is one the stream job can write
+    for a valid profile (if not, it is shown as ``OTHER``, per part for nationality|gender)."""
+    first, last = month_range(today)
+
+    def is_month(key: str) -> bool:
+        return key == UNKNOWN or (_MONTH.fullmatch(key) is not None and first <= key <= last)
+
     return {
-        "users": int(document.get("users") or 0),
-        "birth_epoch_day_sum": int(document.get("birth_epoch_day_sum") or 0),
+        NATIONALITY: _one_of(_NATIONALITY_KEYS.__contains__),
+        GENDER: _one_of(_GENDER_KEYS.__contains__),
+        NATIONALITY_GENDER: _pair,
+        EMAIL_DOMAINS: _one_of(lambda key: key == UNKNOWN or is_email_domain(key)),
+        BIRTH_MONTHS: _one_of(is_month),
+        REGISTRATIONS: _one_of(is_month),
+        TOTALS: _one_of("all".__eq__),
     }
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is a finite whole number a browser shows exactly, else None.
+
+    BSON integers, and doubles without a fraction; not booleans, strings, NaN, decimals.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and abs(value) <= MAX_COUNT:
+        return int(value)
+    return None
+
+
+def counts(document: Mapping[str, Any], today: dt.date) -> dict[str, int] | None:
+    """A document's ``users`` and ``birth_epoch_day_sum``, or None when they cannot be true.
+
+    ``users`` is required and non-negative; the birth-day sum (0 when absent) must put the
+    mean birth between the contract's earliest birth and today, or be 0 for nobody.
+    """
+    users = whole_number(document.get("users"))
+    raw_sum = document.get("birth_epoch_day_sum")
+    birth_sum = 0 if raw_sum is None else whole_number(raw_sum)
+    if users is None or users < 0 or birth_sum is None:
+        return None
+    earliest, latest = (_EARLIEST_BIRTH - EPOCH).days, (today - EPOCH).days + 1
+    if not (earliest * users <= birth_sum <= latest * users):
+        return None
+    return {"users": users, "birth_epoch_day_sum": birth_sum}
+
+
+def _key(document: Mapping[str, Any]) -> str | None:
+    """The document's key, or None when it is not text (MongoDB allows any ``_id``)."""
+    key = document.get("_id")
+    return key if isinstance(key, str) and key else None
 
 
 def _split_nationality_gender(key: str) -> tuple[str, str]:
-    """``"FI|female"`` -> ``("FI", "female")``; Spark's ``concat_ws`` drops a null part."""
+    """``"FI|female"`` -> ``("FI", "female")``; Spark's ``concat_ws`` drops a null part.
+
+    A part that is not a nationality (or a gender) becomes ``OTHER``.
+    """
     if "|" in key:
         nationality, _, gender = key.partition("|")
-        return nationality or UNKNOWN, gender or UNKNOWN
-    return (UNKNOWN, key) if key in ("female", "male") else (key, UNKNOWN)
+        nationality, gender = nationality or UNKNOWN, gender or UNKNOWN
+    else:
+        nationality, gender = (UNKNOWN, key) if key in GENDERS else (key, UNKNOWN)
+    return (
+        nationality if nationality in _NATIONALITY_KEYS else OTHER,
+        gender if gender in _GENDER_KEYS else OTHER,
+    )
+
+
+@dataclass
+class Checked:
+    """One collection's documents as the page may use them: keys checked, counts readable."""
+
+    counts: dict[str, dict[str, int]]  # by key as shown (junk keys summed under OTHER)
+    unrecognised: int = 0  # documents whose key is shown as OTHER
+    ignored: int = 0  # documents left out: their counts cannot be true
+
+
+def check(documents: Iterable[Mapping[str, Any]], classify: Classify, today: dt.date) -> Checked:
+    """One collection's documents, checked: junk keys under ``OTHER``, junk counts left out."""
+    checked = Checked({})
+    for document in documents:
+        item = counts(document, today)
+        if item is None:
+            checked.ignored += 1
+            continue
+        key, recognised = classify(_key(document))
+        checked.unrecognised += not recognised
+        checked.counts[key] = _sum([checked.counts[key], item]) if key in checked.counts else item
+    return checked
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -90,43 +216,61 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
+def _last_update(documents: Iterable[Mapping[str, Any]]) -> dt.datetime | None:
+    moments = [d["updated_at"] for d in documents if isinstance(d.get("updated_at"), dt.datetime)]
+    return max((m if m.tzinfo else m.replace(tzinfo=dt.UTC) for m in moments), default=None)
+
+
+# --- Summarising -----------------------------------------------------------------------------
 def summarise(
     documents: Mapping[str, Iterable[Mapping[str, Any]]],
-    domain_count: int,
     read_at: dt.datetime,
     today: dt.date,
+    top_domains: int = 10,
+    truncated: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The page's snapshot (JSON-ready) from aggregate documents grouped by collection."""
+    """The page's snapshot (JSON-ready) from aggregate documents grouped by collection.
+
+    ``unrecognised`` and ``ignored`` count, per collection, the documents shown under
+    ``OTHER`` and those left out (their counts cannot be true); ``truncated`` names the
+    collections of which not every document was read.
+    """
     docs = {name: list(documents.get(name, ())) for name in AGGREGATE_COLLECTIONS}
+    checks = key_checks(today)
+    checked = {name: check(docs[name], checks[name], today) for name in AGGREGATE_COLLECTIONS}
+
     nationality_gender: dict[str, dict[str, dict[str, int]]] = {}
-    for document in docs[NATIONALITY_GENDER]:
-        nationality, gender = _split_nationality_gender(_key(document))
-        nationality_gender.setdefault(nationality, {})[gender] = _counts(document)
-    totals = [_counts(d) for d in docs[TOTALS]]
-    total = (
-        totals[0]
-        if totals
-        else {
-            "users": sum(int(d.get("users") or 0) for d in docs[GENDER]),
-            "birth_epoch_day_sum": sum(int(d.get("birth_epoch_day_sum") or 0) for d in docs[GENDER]),
-        }
-    )
-    updates = [d["updated_at"] for name in AGGREGATE_COLLECTIONS for d in docs[name] if d.get("updated_at")]
+    for key, item in checked[NATIONALITY_GENDER].counts.items():
+        nationality, _, gender = key.partition("|")
+        nationality_gender.setdefault(nationality, {})[gender] = item
+    total = checked[TOTALS].counts.get("all") or _sum(checked[GENDER].counts.values())
+
+    birth_months = checked[BIRTH_MONTHS].counts
+    bands = age_bands(({"_id": k, "users": c["users"]} for k, c in birth_months.items() if k != OTHER), today)
+    if OTHER in birth_months:
+        bands[OTHER] = birth_months[OTHER]["users"]
+    registrations = checked[REGISTRATIONS].counts
+    domain_counts = checked[EMAIL_DOMAINS].counts
+    updated_at = _last_update(d for name in AGGREGATE_COLLECTIONS for d in docs[name])
     return {
         "read_at": _iso(read_at),
-        "updated_at": _iso(max(updates)) if updates else None,
+        "updated_at": _iso(updated_at),
         "total": total,
-        "nationality": {_key(d): _counts(d) for d in docs[NATIONALITY]},
-        "gender": {_key(d): _counts(d) for d in docs[GENDER]},
+        "nationality": checked[NATIONALITY].counts,
+        "gender": checked[GENDER].counts,
         "nationality_gender": nationality_gender,
-        "age_bands": age_bands(docs[BIRTH_MONTHS], today),
+        "age_bands": bands,
         "registrations": sorted(
-            [_key(d), int(d.get("users") or 0)] for d in docs[REGISTRATIONS] if _key(d) != UNKNOWN
+            [k, c["users"]] for k, c in registrations.items() if k not in (UNKNOWN, OTHER)
         ),
+        "registrations_other": registrations.get(OTHER, {"users": 0})["users"],
         "email_domains": sorted(
-            ([_key(d), int(d.get("users") or 0)] for d in docs[EMAIL_DOMAINS]), key=lambda kv: (-kv[1], kv[0])
-        ),
-        "email_domain_count": int(domain_count),
+            ([k, c["users"]] for k, c in domain_counts.items() if k != OTHER), key=lambda kv: (-kv[1], kv[0])
+        )[:top_domains],
+        "email_domain_count": len(domain_counts) - (OTHER in domain_counts),
+        "truncated": sorted(truncated),
+        "unrecognised": {name: c.unrecognised for name, c in checked.items() if c.unrecognised},
+        "ignored": {name: c.ignored for name, c in checked.items() if c.ignored},
     }
 
 
@@ -263,10 +407,12 @@ class AggregateSource:
         self._read_lock = threading.Lock()
         self._last: tuple[float, Reading] | None = None
         self._last_kind: str | None = "start"
+        self._last_junk: tuple[dict[str, int], dict[str, int], list[str]] = ({}, {}, [])
 
     def _database(self) -> Any:
         with self._lock:
             if self._client is None:
+                from bson.codec_options import DatetimeConversion
                 from pymongo import MongoClient
 
                 timeout_ms = int(self._timeout * 1000)
@@ -282,6 +428,10 @@ class AggregateSource:
                     socketTimeoutMS=timeout_ms,
                     maxPoolSize=8,
                     tz_aware=True,
+                    # A document MongoDB holds must not fail the whole read: a write time
+                    # beyond year 9999 decodes as milliseconds (then ignored), bad UTF-8 as U+FFFD.
+                    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+                    unicode_decode_error_handler="replace",
                 )
             return self._client[self._mongodb.database]
 
@@ -309,8 +459,8 @@ class AggregateSource:
         started = dt.datetime.now(dt.UTC)
         try:
             with pymongo.timeout(self._timeout):
-                documents, domain_count = read_documents(self._database(), self._top_domains)
-            snapshot = summarise(documents, domain_count, now, now.date())
+                documents, truncated = read_documents(self._database())
+            snapshot = summarise(documents, now, now.date(), self._top_domains, truncated)
         except (PyMongoError, ConfigError) as error:
             problem = describe_failure(error, self._timeout)
             self._note(problem.kind, problem.message, error)
@@ -322,7 +472,26 @@ class AggregateSource:
             self._last_kind = "error"
             return Reading(problem=describe_failure(error, self._timeout))
         self._note("empty" if is_empty(snapshot) else "ok", "aggregates read", None, started)
+        self._note_junk(snapshot)
         return Reading(snapshot=snapshot)
+
+    def _note_junk(self, snapshot: Mapping[str, Any]) -> None:
+        """Log, when they change, how many documents per collection were not taken as they are
+        (numbers only: a junk key may be anything, personal data included)."""
+        junk = (snapshot["unrecognised"], snapshot["ignored"], snapshot["truncated"])
+        if junk == self._last_junk:
+            return
+        self._last_junk = junk
+        log.warning(
+            "aggregate documents not shown as stored",
+            extra={
+                "fields": {
+                    "unrecognised_keys": junk[0],
+                    "unreadable_counts": junk[1],
+                    "not_all_read": junk[2],
+                }
+            },
+        )
 
     def _note(
         self, kind: str, message: str, error: Exception | None, started: dt.datetime | None = None

@@ -9,18 +9,25 @@ tests validate every builder's output with ``go.Figure`` instead.
 
 from __future__ import annotations
 
+import html
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dashboard import ids
-from dashboard.ids import ACCENT, GENDER_COLOURS, GENDER_ORDER, NATIONALITIES
+from dashboard.ids import ACCENT, GENDER_COLOURS, GENDER_ORDER, NATIONALITIES, OTHER
 
 Figure = dict[str, Any]
 
 NOT_FILTERED = "all users: this aggregate is not broken down by nationality or gender"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 GRID = "#e8edf3"
-DOMAIN_LABEL_CHARS = 18
+DOMAIN_LABEL_CHARS = 18  # on the axis; the hover has the whole domain
+DOMAIN_CHARS = 253  # the longest domain name: distinct domains stay distinct bars
+LABEL_CHARS = 64  # the longest any other label a figure draws
+# Unicode categories never drawn: controls, format characters (bidirectional overrides,
+# zero widths), surrogates, private use, unassigned, line and paragraph separators.
+_UNDRAWN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 # plotly's "Tealgrn" sequential scale, spelled out: plotly.js knows only a few scales by name.
 TEALGRN = [
     [0.0, "rgb(176, 242, 188)"],
@@ -37,6 +44,20 @@ def _axis(**settings: Any) -> dict[str, Any]:
     # Fixed margins, no automargin: automargin (and uniformtext) make plotly measure and lay
     # out a chart several times; without them the six charts draw in about half the time.
     return {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID, "automargin": False, **settings}
+
+
+def label(text: object, limit: int = LABEL_CHARS) -> str:
+    """Text as a figure may draw it: at most ``limit`` characters (an ellipsis ends a
+    shortened one), no control characters, and no markup: plotly reads ``<b>``, ``<a>`` and
+    entities in labels, titles and hovers, so ``<``, ``>`` and ``&`` are escaped."""
+    text = "".join("\ufffd" if unicodedata.category(ch) in _UNDRAWN else ch for ch in str(text)[: limit + 1])
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return html.escape(text, quote=False)
+
+
+def _notes(*notes: str | None) -> str | None:
+    return " · ".join(note for note in notes if note) or None
 
 
 def _layout(title: str, note: str | None = None, **settings: Any) -> dict[str, Any]:
@@ -85,6 +106,8 @@ def empty(title: str, message: str) -> Figure:
 
 
 def country_name(code: str) -> str:
+    if code == OTHER:
+        return "unrecognised nationalities"
     return NATIONALITIES.get(code, (None, code))[1]
 
 
@@ -97,15 +120,16 @@ def nationality_bar(
     age_by_nationality: Mapping[str, float | None],
     note: str | None = None,
 ) -> Figure:
-    """Users per nationality, largest first; hover adds the country and its average age."""
+    """Users per nationality, largest first (``OTHER`` last); hover adds the country and its
+    average age."""
     title = "Users by nationality"
     if not by_nationality:
         return empty(title, "No users in this selection")
-    codes = sorted(by_nationality, key=lambda code: (-by_nationality[code], code))
+    codes = sorted(by_nationality, key=lambda code: (code == OTHER, -by_nationality[code], code))
     counts = [by_nationality[code] for code in codes]
     bar = {
         "type": "bar",
-        "x": codes,
+        "x": [label(code) for code in codes],
         "y": counts,
         "texttemplate": "%{y:.3~s}",  # 62.6k: 21 exact labels do not fit; the hover is exact
         "textposition": "outside",
@@ -114,7 +138,9 @@ def nationality_bar(
         "textfont": {"size": 10},
         "cliponaxis": False,
         "marker": {"color": ACCENT},
-        "customdata": [[country_name(code), _age_text(age_by_nationality.get(code))] for code in codes],
+        "customdata": [
+            [label(country_name(code)), _age_text(age_by_nationality.get(code))] for code in codes
+        ],
         "hovertemplate": "%{customdata[0]} (%{x})<br>%{y:,} users<br>average age %{customdata[1]}"
         "<extra></extra>",
     }
@@ -143,7 +169,9 @@ def nationality_map(
         "colorscale": TEALGRN,
         "marker": {"line": {"color": "white", "width": 0.5}},
         "colorbar": {"title": {"text": "users"}, "thickness": 12},
-        "customdata": [[country_name(code), _age_text(age_by_nationality.get(code))] for code in codes],
+        "customdata": [
+            [label(country_name(code)), _age_text(age_by_nationality.get(code))] for code in codes
+        ],
         "hovertemplate": "%{customdata[0]}<br>%{z:,} users<br>average age %{customdata[1]}<extra></extra>",
     }
     geo = {
@@ -197,7 +225,7 @@ def gender_split(by_gender: Mapping[str, int]) -> Figure:
     genders = sorted(by_gender, key=lambda g: (order.get(g, len(order)), g))
     pie = {
         "type": "pie",
-        "labels": genders,
+        "labels": [label(g) for g in genders],
         "values": [by_gender[g] for g in genders],
         "hole": 0.55,
         "sort": False,
@@ -211,19 +239,25 @@ def gender_split(by_gender: Mapping[str, int]) -> Figure:
 
 
 def email_domain_bar(
-    domains: Sequence[Sequence[str | int]], domain_count: int, note: str | None = None
+    domains: Sequence[Sequence[str | int]],
+    domain_count: int,
+    note: str | None = None,
+    unrecognised: int = 0,
+    complete: bool = True,
 ) -> Figure:
-    """The most common email domains, largest on top; the title says how many there are."""
+    """The most common email domains, largest on top; the title says how many there are
+    ("+" when not all were read) and how many keys were not recognised as a domain."""
+    junk = f"{unrecognised:,} unrecognised keys not counted" if unrecognised else None
     if not domains:
-        return empty("Top email domains", "No email domains counted yet")
-    title = f"Top {len(domains)} email domains (of {domain_count:,})"
+        return empty("Top email domains", _notes("No email domains counted yet", junk) or "")
+    title = f"Top {len(domains)} email domains (of {format_count(domain_count, complete)})"
     rows = list(reversed([(str(d), int(n)) for d, n in domains]))  # horizontal bars draw bottom-up
     counts = [n for _, n in rows]
     bar = {
         "type": "bar",
         "orientation": "h",
         "x": counts,
-        "y": [d for d, _ in rows],
+        "y": [label(d, DOMAIN_CHARS) for d, _ in rows],
         "text": [f"{n:,}" for n in counts],
         "textposition": "outside",
         "cliponaxis": False,
@@ -232,28 +266,28 @@ def email_domain_bar(
     }
     layout = _layout(
         title,
-        note,
+        _notes(note, junk),
         xaxis=_axis(title={"text": "users"}, range=_headroom(counts, 1.2)),
         # Long names are shortened on the axis only (the hover has them whole).
         yaxis=_axis(
             type="category",
-            tickvals=[d for d, _ in rows],
-            ticktext=[_shorten(d, DOMAIN_LABEL_CHARS) for d, _ in rows],
+            tickvals=[label(d, DOMAIN_CHARS) for d, _ in rows],
+            ticktext=[label(d, DOMAIN_LABEL_CHARS) for d, _ in rows],
         ),
     )
     layout["margin"].update(l=8 + 7 * DOMAIN_LABEL_CHARS, b=56)
     return {"data": [bar], "layout": layout}
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def registrations_over_time(months: Sequence[Sequence[str | int]], note: str | None = None) -> Figure:
-    """Profiles by month of registration on randomuser.me (``YYYY-MM``)."""
+def registrations_over_time(
+    months: Sequence[Sequence[str | int]], note: str | None = None, unrecognised_users: int = 0
+) -> Figure:
+    """Profiles by month of registration on randomuser.me (``YYYY-MM``); profiles under a
+    key that is not such a month cannot be placed on the time axis: the title counts them."""
     title = "Profiles registered per month"
+    junk = f"{unrecognised_users:,} under unrecognised months, not drawn" if unrecognised_users else None
     if not months:
-        return empty(title, "No registration dates counted yet")
+        return empty(title, _notes("No registration dates counted yet", junk) or "")
     line = {
         "type": "scatter",
         "mode": "lines",
@@ -266,15 +300,16 @@ def registrations_over_time(months: Sequence[Sequence[str | int]], note: str | N
     }
     layout = _layout(
         title,
-        note,
+        _notes(note, junk),
         xaxis=_axis(type="date"),
         yaxis=_axis(title={"text": "profiles"}, rangemode="tozero"),
     )
     return {"data": [line], "layout": layout}
 
 
-def format_count(value: int) -> str:
-    return f"{value:,}"
+def format_count(value: int, complete: bool = True) -> str:
+    """``1,234``; ``1,234+`` when only part of what there is was counted."""
+    return f"{value:,}" if complete else f"{value:,}+"
 
 
 def format_age(value: float | None) -> str:

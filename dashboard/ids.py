@@ -10,6 +10,7 @@ SNAPSHOT: Final = "aggregates-snapshot"
 BANNER: Final = "status-banner"
 LAST_UPDATE: Final = "last-update"
 LAST_READ: Final = "last-read"
+DATA_NOTE: Final = "data-note"
 
 NATIONALITY_FILTER: Final = "nationality-filter"
 GENDER_FILTER: Final = "gender-filter"
@@ -61,8 +62,11 @@ NATIONALITIES: Final[dict[str, tuple[str, str]]] = {
     "UA": ("UKR", "Ukraine"),
     "US": ("USA", "United States"),
 }
-GENDER_ORDER: Final = ("female", "male", "unknown")
-GENDER_COLOURS: Final = {"female": "#c2185b", "male": "#1565c0", "unknown": "#9e9e9e"}
+# Where the page counts every aggregate key that the stream job cannot have written for a
+# valid profile (a 20,000-character nationality, a month in 2999, markup): one bucket each.
+OTHER: Final = "other"
+GENDER_ORDER: Final = ("female", "male", "unknown", OTHER)
+GENDER_COLOURS: Final = {"female": "#c2185b", "male": "#1565c0", "unknown": "#9e9e9e", OTHER: "#607d8b"}
 ACCENT: Final = "#00695c"
 NO_VALUE: Final = "\u2013"  # an en dash: shown where there is no number yet
 

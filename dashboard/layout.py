@@ -12,7 +12,7 @@ from typing import Any
 from dash import dcc, html
 
 from dashboard import figures, ids
-from dashboard.data import Problem, Reading, is_empty, select
+from dashboard.data import EMAIL_DOMAINS, Problem, Reading, is_empty, select
 
 WAITING = "Waiting for the first reading…"
 PLACEHOLDER_TITLES = {
@@ -50,32 +50,57 @@ def status_banner(
     return "", "banner hidden"
 
 
+def data_note(snapshot: Mapping[str, Any]) -> str:
+    """What the page did with aggregate documents it could not take as they are (or "")."""
+    unrecognised = sum(snapshot.get("unrecognised", {}).values())
+    ignored = sum(snapshot.get("ignored", {}).values())
+    parts = []
+    if unrecognised:
+        parts.append(f"{unrecognised:,} unrecognised aggregate keys counted as “{ids.OTHER}”")
+    if ignored:
+        parts.append(f"{ignored:,} documents with unreadable counts left out")
+    if snapshot.get("truncated"):
+        parts.append("not every document read of " + ", ".join(snapshot["truncated"]))
+    return " · " + "; ".join(parts) if parts else ""
+
+
 def render_page(
     snapshot: dict[str, Any], nationalities: list[str] | None, genders: list[str] | None, today: dt.date
 ) -> list[Any]:
     """Everything the app's ``render`` outputs: figures in ``ids.GRAPHS`` order, the four
-    numbers, the time of the last update."""
+    numbers, the time of the last update, the note on documents not taken as they are."""
     selection = select(snapshot, nationalities, genders, today)
     note = figures.NOT_FILTERED if selection.filtered else None
+    domains_complete = EMAIL_DOMAINS not in snapshot.get("truncated", ())
     return [
         figures.nationality_bar(selection.by_nationality, selection.age_by_nationality),
         figures.nationality_map(selection.by_nationality, selection.age_by_nationality),
         figures.age_band_bar(snapshot["age_bands"], note),
         figures.gender_split(selection.by_gender),
-        figures.email_domain_bar(snapshot["email_domains"], snapshot["email_domain_count"], note),
-        figures.registrations_over_time(snapshot["registrations"], note),
+        figures.email_domain_bar(
+            snapshot["email_domains"],
+            snapshot["email_domain_count"],
+            note,
+            snapshot.get("unrecognised", {}).get(EMAIL_DOMAINS, 0),
+            domains_complete,
+        ),
+        figures.registrations_over_time(
+            snapshot["registrations"], note, snapshot.get("registrations_other", 0)
+        ),
         figures.format_count(selection.users),
         figures.format_age(selection.average_age),
-        figures.format_count(len(selection.by_nationality)),
-        figures.format_count(snapshot["email_domain_count"]),
+        figures.format_count(len(set(selection.by_nationality) - {ids.OTHER})),
+        figures.format_count(snapshot["email_domain_count"], domains_complete),
         format_moment(snapshot["updated_at"]),
+        data_note(snapshot),
     ]
 
 
 def filter_options(snapshot: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Nationalities and genders that are in the aggregates, for the two dropdowns."""
-    nationalities = sorted(set(snapshot["nationality"]) | set(snapshot["nationality_gender"]))
-    genders = sorted(snapshot["gender"])
+    """Nationalities and genders that are in the aggregates, for the two dropdowns (not
+    ``OTHER``: the filters choose among real values)."""
+    nationalities = sorted((set(snapshot["nationality"]) | set(snapshot["nationality_gender"])) - {ids.OTHER})
+    genders = sorted(set(snapshot["gender"]) - {ids.OTHER})
     return (
         [{"label": f"{figures.country_name(code)} ({code})", "value": code} for code in nationalities],
         [{"label": gender, "value": gender} for gender in genders],
@@ -111,11 +136,12 @@ def build(
     if snapshot:
         outputs = render_page(snapshot, None, None, today or dt.datetime.now(dt.UTC).date())
         graphs = dict(zip(ids.GRAPHS, outputs[:6], strict=True))
-        users, age, nationalities, domains, last_update = outputs[6:]
+        users, age, nationalities, domains, last_update, note = outputs[6:]
         nationality_options, gender_options = filter_options(snapshot)
     else:
         graphs = {graph: figures.empty(PLACEHOLDER_TITLES[graph], WAITING) for graph in ids.GRAPHS}
         users = age = nationalities = domains = last_update = ids.NO_VALUE
+        note = ""
         nationality_options, gender_options = [], []
     banner_text, banner_class = (
         status_banner(reading.problem, snapshot, refresh_seconds) if reading else ("", "banner hidden")
@@ -137,6 +163,7 @@ def build(
                                 format_moment(snapshot["read_at"]) if snapshot else ids.NO_VALUE,
                                 id=ids.LAST_READ,
                             ),
+                            html.Span(note, id=ids.DATA_NOTE),
                         ],
                     ),
                 ],

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from bson.datetime_ms import DatetimeMS
 
 from dashboard import data, demo, figures, ids
 from dashboard.app import create_app
@@ -218,4 +220,87 @@ def test_a_slow_mongodb_shows_a_banner_keeps_the_last_data_and_recovers(start, m
     mongo.proxy.forward()
     eventually(lambda: banner(dash_duo)[1] == "banner hidden", 30, "the banner to go", interval=0.1)
 
+    assert dash_duo.get_logs() == []
+
+
+def hostile_documents(now: dt.datetime) -> dict[str, list[dict[str, Any]]]:
+    """What a buggy or hostile writer could leave in the aggregate collections."""
+
+    def junk(key: Any, users: Any) -> dict[str, Any]:
+        return {"_id": key, "users": users, "birth_epoch_day_sum": 0, "updated_at": now}
+
+    markup = '<img src=x onerror="window.injected = 1">'
+    return {
+        data.NATIONALITY: [
+            junk("N" * 20_000, 7),
+            junk('{"a": 1}', 2),
+            junk("<script>window.injected = 1</script>", 3),
+            junk(markup, 4),
+            junk("FI\u0000\u001b[2J\u202e", 5),
+            junk({"nat": "FI"}, 6),  # MongoDB allows any _id but an array
+            # Valid keys with counts that cannot be true (FerretDB v1 refuses NaN and
+            # infinities outright; the unit tests cover them).
+            junk("unknown", -3),
+        ],
+        data.GENDER: [
+            junk('{"a": 1}', 11),
+            junk(markup, 9) | {"updated_at": DatetimeMS(2**62)},  # beyond what datetime can hold
+            junk("unknown", "12"),
+        ],
+        data.NATIONALITY_GENDER: [junk('FI|{"a": 1}', 11), junk("FI|unknown", 2.0**80)],
+        data.BIRTH_MONTHS: [junk("2999-01", 8), junk("unknown", 1.5)],
+        data.REGISTRATIONS: [junk("2999-01", 8)],
+        data.EMAIL_DOMAINS: [junk(f"junk-{i}<b>", 1) for i in range(20_000)],
+    }
+
+
+def test_hostile_documents_beside_valid_ones_render_as_other_without_a_browser_error(start, mongo, documents):
+    demo.seed(mongo.db, documents)
+    now = dt.datetime.now(dt.UTC)
+    hostile = hostile_documents(now - dt.timedelta(days=1))  # the valid documents stay the latest write
+    for name, junk in hostile.items():
+        for first in range(0, len(junk), 2_000):
+            mongo.db[name].insert_many(junk[first : first + 2_000])
+    today = now.date()
+
+    opened = time.monotonic()
+    dash_duo = start()
+    dash_duo.wait_for_text_to_equal(f"#{ids.KPI_USERS}", f"{PROFILES:,}", timeout=20)
+    nationality = eventually(
+        lambda: graph_data(dash_duo, ids.GRAPH_NATIONALITY), 15, "the nationality chart", interval=0.1
+    )
+    assert time.monotonic() - opened < 30
+
+    # Valid numbers as without the junk; the junk in one "other" bucket per chart, drawn last.
+    assert dash_duo.find_element(f"#{ids.KPI_NATIONALITIES}").text == "21"
+    # 20,030 email-domain documents: the first MAX_DOCUMENTS are read (FerretDB returns them
+    # in insertion order, the valid ones first), so the page knows of "30" and says "+".
+    assert dash_duo.find_element(f"#{ids.KPI_DOMAINS}").text == "30+"
+    assert dash_duo.find_element(f"#{ids.KPI_AVERAGE_AGE}").text == figures.format_age(
+        average_age(documents[data.TOTALS][0], today)
+    )
+    assert pairs(nationality[0], "x", "y") == {**users_of(documents, data.NATIONALITY), ids.OTHER: 27}
+    assert nationality[0]["x"][-1] == ids.OTHER
+    gender = graph_data(dash_duo, ids.GRAPH_GENDER)[0]
+    assert pairs(gender, "labels", "values") == {**users_of(documents, data.GENDER), ids.OTHER: 20}
+    bands = graph_data(dash_duo, ids.GRAPH_AGE_BANDS)[0]
+    assert pairs(bands, "x", "y") == {**age_bands(documents[data.BIRTH_MONTHS], today), ids.OTHER: 8}
+    domains = graph_data(dash_duo, ids.GRAPH_DOMAINS)[0]
+    top5 = sorted(users_of(documents, data.EMAIL_DOMAINS).items(), key=lambda kv: -kv[1])[:5]
+    assert pairs(domains, "y", "x") == dict(top5)
+    unread_junk = data.MAX_DOCUMENTS - 30
+    domains_title = dash_duo.find_element(f"#{ids.GRAPH_DOMAINS} .gtitle").text
+    assert domains_title.startswith("Top 5 email domains (of 30+)")
+    assert f"{unread_junk:,} unrecognised keys not counted" in domains_title
+    registrations = graph_data(dash_duo, ids.GRAPH_REGISTRATIONS)[0]
+    assert pairs(registrations, "x", "y") == users_of(documents, data.REGISTRATIONS)
+    assert "8 under unrecognised months" in dash_duo.find_element(f"#{ids.GRAPH_REGISTRATIONS} .gtitle").text
+    assert dash_duo.find_element(f"#{ids.DATA_NOTE}").text == (
+        f"· {6 + 2 + 1 + 1 + 1 + unread_junk:,} unrecognised aggregate keys counted as “other”;"
+        " 4 documents with unreadable counts left out; not every document read of email_domains"
+    )
+
+    # Nothing of the junk reached the page: no markup ran, no huge label was drawn.
+    assert dash_duo.driver.execute_script("return window.injected") is None
+    assert "N" * 100 not in dash_duo.driver.page_source
     assert dash_duo.get_logs() == []

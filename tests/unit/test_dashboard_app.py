@@ -88,7 +88,7 @@ def test_synthetic_aggregates_add_up_across_collections() -> None:
     assert len(documents[data.EMAIL_DOMAINS]) == 50
     births = sum(d["birth_epoch_day_sum"] for d in documents[data.NATIONALITY_GENDER])
     assert births == documents[data.TOTALS][0]["birth_epoch_day_sum"]
-    snapshot = data.summarise(documents, 50, dt.datetime.now(dt.UTC), dt.date.today())
+    snapshot = data.summarise(documents, dt.datetime.now(dt.UTC), dt.date.today())
     assert 30 < data.select(snapshot, None, None, dt.date.today()).average_age < 70
 
 
