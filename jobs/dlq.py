@@ -38,6 +38,13 @@ import click
 from acl.audit import AuditError, open_audit_log
 from jobs.cli_options import config_option, verbose_option
 from jobs.config import ConfigError, Credentials, KafkaSettings, load_credentials, load_settings
+from jobs.dead_letter import (
+    HEADER_PREFIX,
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+)
 from jobs.logs import setup_logging
 from jobs.producer import kafka_client_config
 from jobs.quarantine import QuarantinedMessage, QuarantineError, add_to_quarantine
@@ -50,13 +57,6 @@ GROUP_PREFIX = "dlq-inspect"
 AUDIT_LOG_ENV = "BDF_DLQ_AUDIT_LOG"
 DEFAULT_AUDIT_LOG = Path("/var/log/bigdataflow/dlq-audit.jsonl")
 REPLAY_ACTION = "dlq_replay"
-
-# The headers jobs.transform.rejected_messages writes on every dead letter.
-REASON_HEADER = "dlq.reason"
-SOURCE_TOPIC_HEADER = "dlq.source.topic"
-SOURCE_PARTITION_HEADER = "dlq.source.partition"
-SOURCE_OFFSET_HEADER = "dlq.source.offset"
-DLQ_HEADER_PREFIX = "dlq."
 
 
 class DlqError(Exception):
@@ -145,7 +145,7 @@ class DeadLetter:
 
     def replay_headers(self) -> list[tuple[str, bytes | None]]:
         """The message's own headers, without the job's dlq.* ones."""
-        return [(key, value) for key, value in self.headers if not key.startswith(DLQ_HEADER_PREFIX)]
+        return [(key, value) for key, value in self.headers if not key.startswith(HEADER_PREFIX)]
 
     def summary(self) -> dict[str, Any]:
         """Where it is, where it came from and why: no key, no payload."""

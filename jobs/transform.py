@@ -25,6 +25,13 @@ from jobs.aggregates import (
     TOTALS,
 )
 from jobs.contract import CONTRACT_UDF, register_contract
+from jobs.dead_letter import (
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    VALUE_BYTES_HEADER,
+)
 from jobs.keyring import KeyRing, associated_data, envelope_header
 from jobs.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
@@ -163,11 +170,11 @@ def rejected_messages(parsed: DataFrame, max_message_bytes: int) -> DataFrame:
         F.substring("key", 1, MAX_DEAD_LETTER_KEY_BYTES).alias("key"),
         F.substring("value", 1, max_message_bytes).alias("value"),
         F.array(
-            header("dlq.reason", F.col("rejection")),
-            header("dlq.source.topic", F.col("topic")),
-            header("dlq.source.partition", F.col("partition").cast("string")),
-            header("dlq.source.offset", F.col("offset").cast("string")),
-            header("dlq.value.bytes", F.coalesce(F.length("value"), F.lit(0)).cast("string")),
+            header(REASON_HEADER, F.col("rejection")),
+            header(SOURCE_TOPIC_HEADER, F.col("topic")),
+            header(SOURCE_PARTITION_HEADER, F.col("partition").cast("string")),
+            header(SOURCE_OFFSET_HEADER, F.col("offset").cast("string")),
+            header(VALUE_BYTES_HEADER, F.coalesce(F.length("value"), F.lit(0)).cast("string")),
         ).alias("headers"),
     )
 

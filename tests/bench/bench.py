@@ -44,6 +44,7 @@ from tests.lab import HOSTS, KAFKA, KEYSPACE, REPO, SECRETS, TABLE, secret, ssh
 
 STAGES = ("source", "limits", "naive", "saturation", "latency")
 VENV = "/opt/bigdataflow/venv"
+JVM_JAR = REPO / ".artifacts" / "jvm" / "bigdataflow-jvm.jar"
 KAFKA_BIN = "/opt/kafka/bin"
 ADMIN_CONFIG = "/etc/kafka/admin-client.properties"
 NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"
@@ -230,6 +231,7 @@ def spark_session() -> Any:
         .config("spark.driver.memory", "4g")  # the static DataFrame is built in the driver
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.jars", str(JVM_JAR))  # the job's contract validator (make artifacts builds it)
         .getOrCreate()
     )
 
