@@ -17,6 +17,7 @@ is a prefix of a full one. Only the ``age`` fields follow the clock, as in the r
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import hashlib
 import logging
@@ -67,6 +68,7 @@ def _days(first_year: int, end_year: int) -> tuple[tuple[str, int, tuple[int, in
 
 _BIRTH_DAYS = _days(1944, 2005)
 _REGISTRATION_DAYS = _days(2002, 2023)
+_REGISTRATION_DAY_NAMES = [day for day, _, _ in _REGISTRATION_DAYS]
 _MS_PER_DAY = 86_400_000
 _PICTURE = "https://randomuser.me/api/portraits/"
 
@@ -135,10 +137,14 @@ def parse_query(params: Mapping[str, str]) -> Query:
 
 
 def _date(
-    r: Callable[[], float], days: Sequence[tuple[str, int, tuple[int, int]]], now: time.struct_time
+    r: Callable[[], float],
+    days: Sequence[tuple[str, int, tuple[int, int]]],
+    now: time.struct_time,
+    first: int = 0,
 ) -> dict[str, Any]:
-    """A random instant among ``days``: ISO-8601 UTC with milliseconds and Z, and whole years at ``now``."""
-    day, year, month_day = days[int(r() * len(days))]
+    """A random instant among ``days[first:]``: ISO-8601 UTC with milliseconds and Z, and whole
+    years at ``now``."""
+    day, year, month_day = days[first + int(r() * (len(days) - first))]
     seconds, ms = divmod(int(r() * _MS_PER_DAY), 1000)
     minutes, second = divmod(seconds, 60)
     hour, minute = divmod(minutes, 60)
@@ -164,6 +170,7 @@ def _user(rng: random.Random, pool: Pool, gender: str, now: time.struct_time) ->
     salted = (salt + password).encode()
     h = f"{rng.getrandbits(128):032x}"
     uuid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    birth = _date(r, _BIRTH_DAYS, now)
     if spec.id_value is None or r() < 0.02:
         national_id: dict[str, str | None] = {"name": "", "value": None}
     else:
@@ -202,8 +209,11 @@ def _user(rng: random.Random, pool: Pool, gender: str, now: time.struct_time) ->
             "sha1": hashlib.sha1(salted, usedforsecurity=False).hexdigest(),
             "sha256": hashlib.sha256(salted).hexdigest(),
         },
-        "dob": _date(r, _BIRTH_DAYS, now),
-        "registered": _date(r, _REGISTRATION_DAYS, now),
+        "dob": birth,
+        # After the day of birth: the input contract refuses a registration before it.
+        "registered": _date(
+            r, _REGISTRATION_DAYS, now, bisect.bisect_right(_REGISTRATION_DAY_NAMES, birth["date"])
+        ),
         "phone": pick(pool.phones),
         "cell": pick(pool.phones),
         "id": national_id,
