@@ -15,9 +15,14 @@ def spark() -> Iterator:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", "python3")
+    # Loopback only: the JVM would otherwise resolve the host's name, which fails where
+    # it is not in /etc/hosts or DNS (java.net.UnknownHostException).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     session = (
         SparkSession.builder.master("local[2]")
         .appName("bigdataflow-tests")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")
