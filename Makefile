@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 INVENTORY ?= inventory/vagrant
 ANSIBLE_ARGS ?=
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS)
+# Groups of deps/debian-12.txt that `make deps` installs.
+DEPS ?= test deploy lab
 
 .PHONY: help
 help: ## List the targets
@@ -24,6 +26,10 @@ $(STAMP): pyproject.toml
 
 .PHONY: install
 install: $(STAMP) ## Create .venv with the pinned Python dependencies (pyspark, confluent-kafka, ...)
+
+.PHONY: deps
+deps: ## Debian 12, root: apt-get the DEPS groups of deps/debian-12.txt (default test deploy lab), then .venv
+	DEPS="$(DEPS)" lab/lab.sh deps
 
 .PHONY: lint
 lint: install ## ruff (lint, format check) and ansible-lint (production profile)
@@ -93,7 +99,7 @@ lab-down: ## Stop the local lab and remove its bridge and NAT table
 	lab/lab.sh down
 
 .PHONY: demo
-demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print the URLs
+demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, then print the URLs
 	lab/lab.sh deps
 	lab/lab.sh up
 	$(MAKE) deploy INVENTORY=inventory/lab
