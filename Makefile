@@ -46,6 +46,15 @@ format: install ## ruff: fix what can be fixed and format
 test: install ## Run the test suite (unit tests with a local SparkSession; no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: test-fresh
+test-fresh: ## Stock Debian 12 container (root): only the README's Requirements, then make test, deps, artifacts
+	.ci/fresh
+
+.PHONY: validate-vagrant
+validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider (make deps DEPS=vagrant)
+	@command -v vagrant >/dev/null || { echo "vagrant is not installed: make deps DEPS=vagrant" >&2; exit 2; }
+	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
+
 .PHONY: test-servers
 test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs (Kafka)
 	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py $(PYTEST_ARGS)
