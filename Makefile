@@ -10,10 +10,12 @@ PYTEST_ARGS ?=
 INVENTORY ?= inventory/vagrant
 ANSIBLE_ARGS ?=
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS)
+# Groups of deps/debian-12.txt that `make deps` installs.
+DEPS ?= test deploy lab
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
@@ -24,6 +26,10 @@ $(STAMP): pyproject.toml
 
 .PHONY: install
 install: $(STAMP) ## Create .venv with the pinned Python dependencies (pyspark, confluent-kafka, ...)
+
+.PHONY: deps
+deps: ## Debian 12, root: apt-get the DEPS groups of deps/debian-12.txt (default test deploy lab), then .venv
+	DEPS="$(DEPS)" lab/lab.sh deps
 
 .PHONY: lint
 lint: install ## ruff (lint, format check) and ansible-lint (production profile)
@@ -43,6 +49,15 @@ jvm: install ## Build the stream job's JVM jar (the input contract validator, ja
 .PHONY: test
 test: install ## Run the test suite (unit tests with a local SparkSession; no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-fresh
+test-fresh: ## Stock Debian 12 container (root): only the README's Requirements, then make test, deps, artifacts
+	.ci/fresh
+
+.PHONY: validate-vagrant
+validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider (make deps DEPS=vagrant)
+	@command -v vagrant >/dev/null || { echo "vagrant is not installed: make deps DEPS=vagrant" >&2; exit 2; }
+	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
 .PHONY: test-servers
 test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs and bdf-dlq (Kafka)
@@ -105,7 +120,7 @@ lab-down: ## Stop the local lab and remove its bridge and NAT table
 	lab/lab.sh down
 
 .PHONY: demo
-demo: ## On a fresh Linux machine (root): lab-up, artifacts, deploy, then print the URLs
+demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, then print the URLs
 	lab/lab.sh deps
 	lab/lab.sh up
 	$(MAKE) deploy INVENTORY=inventory/lab

@@ -6,7 +6,14 @@
 set -euo pipefail
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PYTHON=${PYTHON:-python3}
+REPO_DIR=$(dirname "$LAB_DIR")
+# The control node's Debian packages, by group (read by `deps`).
+DEPS_FILE=$REPO_DIR/deps/debian-12.txt
+# Python for lab/topology.py (PyYAML): the project's .venv once `deps` has made it.
+if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=python3
+    [[ -x $REPO_DIR/.venv/bin/python ]] && PYTHON=$REPO_DIR/.venv/bin/python
+fi
 # Packages of the base root file system, on top of debootstrap's default set
 # (what a bare Debian VM has, plus what Ansible needs to manage the machine).
 BASE_PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,python3,python3-apt,sudo,acl,iproute2,iputils-ping,procps,less,curl,ca-certificates
@@ -24,8 +31,10 @@ Machines and groups come from inventory/lab/hosts.yml; settings (bridge, subnet,
 state dir, mirror, ...) from the lab_* keys of inventory/lab/group_vars/all.yml.
 
 Commands:
-  deps            install the host tools (debootstrap, systemd-container, nftables,
-                  openssh-client) with apt and ansible-core 2.19 with pip
+  deps            install what the control node needs for make demo / make e2e: the
+                  Debian packages of the groups in DEPS (default: test deploy lab) from
+                  deps/debian-12.txt with apt-get, then the project's .venv (make
+                  install: ansible-core and the pinned Python packages)
   up              build the base root file system once (debootstrap, ~1 min), create
                   the bridge, the nftables NAT table and one machine per host, boot them
                   and wait until each answers `systemctl is-system-running`.
@@ -37,8 +46,9 @@ Commands:
   ssh NAME [CMD]  ssh to a machine as root with the lab key
   -h, --help      this help
 
-Then: ansible -i inventory/lab/hosts.yml all -m ping
-Needs root. Environment: PYTHON (default python3), LAB_INVENTORY (default inventory/lab).
+Then: .venv/bin/ansible -i inventory/lab/hosts.yml all -m ping
+Needs root. Environment: PYTHON (default .venv/bin/python, else python3), DEPS,
+LAB_INVENTORY (default inventory/lab).
 EOF
 }
 
@@ -53,8 +63,7 @@ need_tools() {
     for tool in debootstrap systemd-nspawn nft ip ssh ssh-keygen setsid flock "$PYTHON"; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
-    ((${#missing[@]} == 0)) || die "missing: ${missing[*]}. Install with: lab/lab.sh deps" \
-        "(or: apt-get install debootstrap systemd-container nftables iproute2 openssh-client)"
+    ((${#missing[@]} == 0)) || die "missing: ${missing[*]}. Install with: make deps (or lab/lab.sh deps)"
 }
 
 load_topology() {
@@ -288,20 +297,37 @@ wait_machine() {
 
 # --- commands ---------------------------------------------------------------------
 
+# The packages of the groups named (lines `GROUP: PACKAGE...` of deps/debian-12.txt).
+deps_packages() {
+    local group line
+    for group in "$@"; do
+        line=$(grep -E "^$group:" "$DEPS_FILE") \
+            || die "deps: no group '$group' in $DEPS_FILE (have: $(grep -oE '^[a-z0-9_-]+:' "$DEPS_FILE" | tr -d : | xargs))"
+        echo "${line#*:}"
+    done
+}
+
+# Debian packages with apt-get, then the project's .venv: never pip into the system
+# Python (Debian 12 forbids it, PEP 668); Ansible runs from .venv/bin.
 cmd_deps() {
+    (($# == 0)) || die "deps takes no arguments (choose the groups with DEPS=\"test deploy lab vagrant\")"
     need_root
-    local pkgs=(debootstrap systemd-container nftables iproute2 openssh-client util-linux)
-    say "apt-get install ${pkgs[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-    local version
-    version=$(ansible --version 2>/dev/null) || true
-    if [[ $version == *"[core 2.19."* ]]; then
-        say "ok: ${version%%$'\n'*}"
+    local groups pkgs missing=() pkg list
+    read -ra groups <<<"${DEPS:-test deploy lab}"
+    list=$(deps_packages "${groups[@]}") || exit 1
+    read -ra pkgs <<<"$(xargs <<<"$list")"
+    for pkg in "${pkgs[@]}"; do
+        [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        say "ok: Debian packages of ${groups[*]} installed"
     else
-        say "pip install ansible-core==2.19.*"
-        "$PYTHON" -m pip install -q 'ansible-core==2.19.*'
+        say "apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
     fi
+    make -C "$REPO_DIR" --no-print-directory install
 }
 
 cmd_up() {
@@ -325,7 +351,7 @@ cmd_up() {
     done
     for name in "${LAB_MACHINES[@]}"; do wait_machine "$name"; done
     say "up: ${#LAB_MACHINES[@]} machines in $((SECONDS - start)) s, changed=$CHANGED"
-    say "next: ansible -i inventory/lab/hosts.yml all -m ping"
+    say "next: .venv/bin/ansible -i inventory/lab/hosts.yml all -m ping"
 }
 
 cmd_down() {

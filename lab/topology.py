@@ -29,7 +29,7 @@ from typing import Any
 try:
     import yaml
 except ImportError:  # pragma: no cover - depends on the host
-    sys.exit("lab: PyYAML is missing; install it with `lab/lab.sh deps` (it comes with ansible-core)")
+    sys.exit("lab: PyYAML is missing; run with the project's .venv (make deps, or PYTHON=.venv/bin/python)")
 
 INVENTORY_DIR = Path(
     os.environ.get("LAB_INVENTORY", Path(__file__).resolve().parent.parent / "inventory/lab")

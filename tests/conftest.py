@@ -21,12 +21,17 @@ def spark() -> Iterator:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", "python3")
+    # Loopback only: the JVM would otherwise resolve the host's name, which fails where
+    # it is not in /etc/hosts or DNS (java.net.UnknownHostException).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # The job's JVM side (the contract validator); rebuilt only when its inputs changed.
     build = [sys.executable, str(ROOT / "jvm" / "build.py"), "--output", str(JVM_JAR)]
     subprocess.run(build, check=True)  # noqa: S603 - our own build script
     session = (
         SparkSession.builder.master("local[2]")
         .appName("bigdataflow-tests")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.jars", str(JVM_JAR))
         .config("spark.sql.session.timeZone", "UTC")

@@ -223,9 +223,12 @@ def cassandra_limit(report: Report, rows: int) -> None:
 def spark_session() -> Any:
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # loopback: the host name may not resolve
     return (
         SparkSession.builder.master("local[2]")
         .appName("bdf-bench")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", "4g")  # the static DataFrame is built in the driver
