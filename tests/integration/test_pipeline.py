@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -18,6 +19,7 @@ from tests.lab import (
     DLQ,
     HOSTS,
     LAB_ONLY,
+    REPO,
     SECRETS,
     TOPIC,
     erased_rows,
@@ -170,3 +172,19 @@ def test_mongodb_holds_no_per_person_data(mongo):
             text = json.dumps(document, default=str)
             assert "@" not in text, f"{name} holds something that looks like an email"
             assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", text), f"{name} holds a user id"
+
+
+def test_make_status_shows_every_units_state_and_restart_count():
+    """`active` alone hides a crash loop: the status names each unit's restarts."""
+    result = subprocess.run(  # noqa: S603 - fixed command
+        [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", "inventory/lab", "playbooks/status.yml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert re.search(r'"user-profiles-stream": "NRestarts=\d+ ActiveState=active"', result.stdout), (
+        result.stdout
+    )
