@@ -112,6 +112,7 @@ def test_deploy_without_the_control_nodes_secrets_refuses_and_changes_nothing(tm
 def test_a_key_rotated_on_the_spark_host_survives_a_deploy():
     rotation = ssh("spark1", f"/opt/bigdataflow/venv/bin/bdf-keys rotate {KEY_FILE}")
     assert rotation.returncode == 0, rotation.stderr
+    assert ssh("spark1", f"systemctl restart {JOB}").returncode == 0  # as the README says: new rows, new key
     rotated = _host_state()[f"spark1:{KEY_FILE}"]
 
     result, _ = _deploy("--tags", "stream_job")
