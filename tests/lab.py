@@ -7,6 +7,7 @@ address is a lab machine on the project's own bridge.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -101,3 +102,21 @@ def settled(cassandra, mongo, quiet_seconds: float = 12, timeout: float = 600) -
         return second if first == second else None
 
     return eventually(still, timeout, "the pipeline to settle")
+
+
+def aggregates_match_cassandra(cassandra, mongo, timeout: float = 300) -> None:
+    """Wait until the aggregates equal an independent count: Cassandra's rows per
+    nationality plus the people erased since they were counted (counts are not personal)."""
+    erased = erased_rows()
+
+    def matching() -> bool | None:
+        rows = cassandra.execute("SELECT nationality FROM profiles")
+        stored = collections.Counter(row["nationality"] for row in rows)
+        counted = aggregate_counts(mongo, "users_by_nationality")
+        surplus = [counted.get(nat, 0) - stored.get(nat, 0) for nat in {*stored, *counted}]
+        totals = aggregate_counts(mongo, "totals").get("all", 0)
+        return (
+            min(surplus, default=0) >= 0 and sum(surplus) == erased == totals - sum(stored.values())
+        ) or None
+
+    eventually(matching, timeout, "the aggregates to equal Cassandra's rows per nationality (+ erased)")
