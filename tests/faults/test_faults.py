@@ -65,6 +65,17 @@ def _publish_steadily(profiles: list[dict], failures: list[str]) -> None:
         failures.append(f"{remaining} messages never acknowledged")
 
 
+def _stored_all(cassandra, ids: list[uuid.UUID]) -> bool | None:
+    """True once Cassandra holds every id; None while it (or this test's session to it,
+    which reconnects with backoff after a Cassandra restart) cannot answer yet."""
+    from cassandra.cluster import NoHostAvailable
+
+    try:
+        return stored_of(cassandra, ids) == len(ids) or None
+    except NoHostAvailable:
+        return None
+
+
 def _write_latencies(cassandra, ids: list[uuid.UUID]) -> list[float]:
     """Seconds from Kafka's timestamp to Cassandra's write time, per stored profile."""
     select = cassandra.prepare(
@@ -98,7 +109,7 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
         assert failures == [], "the producer lost messages (acks=all)"
 
         ids = [uuid.UUID(profile["login"]["uuid"]) for profile in profiles]
-        eventually(lambda: stored_of(cassandra, ids) == len(ids) or None, 600, "every profile stored")
+        eventually(lambda: _stored_all(cassandra, ids), 600, "every profile stored")
         aggregates_match_cassandra(cassandra, mongo)
         latencies = _write_latencies(cassandra, ids)
         worst = max(latencies)
