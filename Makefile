@@ -75,7 +75,7 @@ e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotenc
 	LAB=1 $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: faults
-faults: install ## On the deployed lab: kill the job/broker, stop Cassandra/FerretDB under load; nothing lost (LAB=1)
+faults: install ## On the deployed lab: kill the job/broker, stop Cassandra/FerretDB, cut the store host's power, under load; nothing lost (LAB=1)
 	LAB=1 $(BIN)/pytest tests/faults -s $(PYTEST_ARGS)
 
 .PHONY: bench

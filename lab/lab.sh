@@ -44,6 +44,8 @@ Commands:
                   cached base root file system and the lab SSH key (the whole state dir).
   status          show the bridge, the NAT table and each machine's state
   ssh NAME [CMD]  ssh to a machine as root with the lab key
+  poweroff NAME   cut one machine's power: SIGKILL its systemd-nspawn and every process
+                  of the container (no shutdown, as a power failure); `up` boots it again
   -h, --help      this help
 
 Then: .venv/bin/ansible -i inventory/lab/hosts.yml all -m ping
@@ -459,6 +461,25 @@ cmd_ssh() {
     exec ssh "${SSH_OPTS[@]}" "${tty[@]}" "root@${LAB_ADDR[$name]}" "$@"
 }
 
+cmd_poweroff() {
+    (($# == 1)) || die "usage: lab/lab.sh poweroff NAME"
+    need_root
+    load_topology
+    lock_state
+    local name=$1 pid
+    [[ -v LAB_ADDR[$name] ]] || die "no machine '$name' in inventory/lab/hosts.yml (have: ${LAB_MACHINES[*]})"
+    pid=$(machine_pid "$name")
+    if [[ -z $pid ]]; then
+        say "ok: $name is not running"
+        return
+    fi
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+    reap_orphan "$name"   # the container outlives a killed systemd-nspawn: kill its init too
+    rm -f "$RUN_DIR/$name.pid"
+    changed "$name: powered off (systemd-nspawn pid $pid and its container killed)"
+}
+
 main() {
     local cmd=${1:-}
     (($#)) && shift
@@ -467,6 +488,7 @@ main() {
         down) cmd_down "$@" ;;
         status) cmd_status "$@" ;;
         ssh) cmd_ssh "$@" ;;
+        poweroff) cmd_poweroff "$@" ;;
         deps) cmd_deps "$@" ;;
         -h|--help|help) usage ;;
         "") usage >&2; exit 2 ;;

@@ -1,9 +1,10 @@
 """Faults on the deployed lab while a fixed set of profiles is published at a steady rate.
 
 Each fault (the job or the broker killed with SIGKILL, Cassandra or FerretDB stopped for
-a minute) must lose nothing and count nothing twice: every published profile is stored
-once and the aggregates grow by an independent count of them. While FerretDB is down,
-profiles must keep reaching Cassandra (the stores fail independently).
+a minute, the store host's power cut for a minute) must lose nothing and count nothing
+twice: every published profile is stored once and the aggregates grow by an independent
+count of them. While FerretDB is down, profiles must keep reaching Cassandra (the stores
+fail independently).
 
 Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 minutes a fault.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -21,6 +23,7 @@ import pytest
 from tests.factories import generated_profiles
 from tests.lab import (
     LAB_ONLY,
+    REPO,
     TOPIC,
     aggregates_match_cassandra,
     eventually,
@@ -35,13 +38,24 @@ PROFILES_PER_FAULT = 3_000
 RATE_PER_SECOND = 50  # 60 s of traffic: the fault lies inside it
 FAULT_STARTS_AFTER_SECONDS = 10
 OUTAGE_SECONDS = 60
+LAB_SH = str(REPO / "lab" / "lab.sh")
+CONTROL_NODE = None  # a fault injected with lab/lab.sh on this machine, not over ssh
 
+# fault: (host, inject, recover)
 FAULTS = {
     "job-sigkill": ("spark1", "systemctl kill -s KILL user-profiles-stream", None),
     "broker-sigkill": ("kafka1", "systemctl kill -s KILL kafka", None),
     "cassandra-stopped": ("store1", "systemctl stop cassandra", "systemctl start cassandra"),
     "ferretdb-stopped": ("store1", "systemctl stop ferretdb", "systemctl start ferretdb"),
+    # Cassandra, FerretDB and PostgreSQL die at once with no shutdown; `up` boots the machine.
+    "store-host-power-cut": (CONTROL_NODE, f"{LAB_SH} poweroff store1", f"{LAB_SH} up"),
 }
+
+
+def _run(host: str | None, command: str) -> subprocess.CompletedProcess[str]:
+    if host is CONTROL_NODE:
+        return subprocess.run(command.split(), capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
+    return ssh(host, command)
 
 
 def _publish_steadily(profiles: list[dict], failures: list[str]) -> None:
@@ -101,10 +115,10 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
         publisher = threading.Thread(target=_publish_steadily, args=(profiles, failures))
         publisher.start()
         time.sleep(FAULT_STARTS_AFTER_SECONDS)
-        assert ssh(host, inject).returncode == 0
+        assert _run(host, inject).returncode == 0
         if recover:
             time.sleep(OUTAGE_SECONDS)
-            assert ssh(host, recover).returncode == 0
+            assert _run(host, recover).returncode == 0
         publisher.join()
         assert failures == [], "the producer lost messages (acks=all)"
 
@@ -120,4 +134,4 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
     finally:
         ssh("kafka1", "systemctl start bdf-producer")
         if recover:
-            ssh(host, recover)
+            _run(host, recover)
