@@ -126,7 +126,8 @@ demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, 
 	$(MAKE) deploy INVENTORY=inventory/lab
 	@spark=$$(awk '/spark1:/{getline; print $$2; exit}' inventory/lab/hosts.yml); \
 	  echo "Dashboard:       http://$$spark:8050"; \
-	  echo "Spark master UI: http://$$spark:8080"
+	  echo "Spark master UI: http://127.0.0.1:8080 after" \
+	    "ssh -i /var/lib/bigdataflow-lab/ssh/id_ed25519 -L 8080:$$spark:8080 root@$$spark"
 
 .PHONY: screenshot
 screenshot: install ## Regenerate docs/dashboard.png (local FerretDB, synthetic aggregates, headless Chromium)

@@ -75,6 +75,11 @@ def service_active(host: str, unit: str) -> bool:
     return ssh(host, f"systemctl is-active {unit}").stdout.strip() == "active"
 
 
+def restarts(host: str, unit: str) -> int:
+    """systemd's restart count of a unit: "active" alone hides a crash loop."""
+    return int(ssh(host, f"systemctl show -p NRestarts --value {unit}").stdout.strip())
+
+
 def stored_count(cassandra) -> int:
     return cassandra.execute("SELECT count(*) FROM profiles").one()["count"]
 

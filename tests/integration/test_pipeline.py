@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -25,6 +25,7 @@ from tests.lab import (
     erased_rows,
     eventually,
     kafka_conf,
+    restarts,
     service_active,
     ssh,
 )
@@ -83,10 +84,51 @@ def test_spark_master_refuses_an_application_without_the_deployment_secret():
     python = "/opt/bigdataflow/venv/bin/python"
     result = ssh("spark1", f'cd /tmp && SPARK_CONF_DIR=/nonexistent timeout 150 {python} -c "{driver}" 2>&1')
     assert "All masters are unresponsive" in result.stdout, result.stdout[-2000:]
-    with urllib.request.urlopen(f"http://{HOSTS['spark1']}:8080/json/", timeout=10) as response:
-        state = json.load(response)
+    state = _spark_master_state()
     names = [app["name"] for app in state["activeapps"] + state["completedapps"]]
     assert name not in names and "user-profiles-stream" in names
+
+
+SPARK_UIS = {"master": 8080, "worker": 8081, "stream job": 4040}
+
+
+def _spark_ui(port: int, path: str, method: str = "GET") -> tuple[str, str]:
+    """(HTTP status, body) of a Spark UI page, asked on spark1 itself."""
+    url = f"http://{HOSTS['spark1']}:{port}{path}"
+    result = ssh("spark1", f"curl -sS -X {method} -w '\\n%{{http_code}}' '{url}'")
+    assert result.returncode == 0, result.stderr
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+def _spark_master_state() -> dict:
+    status, body = _spark_ui(SPARK_UIS["master"], "/json/")
+    assert status == "200", status
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("ui", SPARK_UIS)
+def test_spark_web_ui_answers_only_its_own_host(ui):
+    """No login on Spark's UIs: nftables refuses them from any other host (an SSH tunnel is the way in)."""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((HOSTS["spark1"], SPARK_UIS[ui]), timeout=5).close()
+    status, _ = _spark_ui(SPARK_UIS[ui], "/")
+    assert status in {"200", "302"}, f"the {ui} UI does not answer on spark1 itself: {status}"
+
+
+def test_spark_web_uis_cannot_kill_the_stream_job():
+    """spark.ui.killEnabled=false: no kill link, and the master's kill endpoint does nothing."""
+    app = next(a for a in _spark_master_state()["activeapps"] if a["name"] == "user-profiles-stream")
+    restarts_before = restarts("spark1", "user-profiles-stream")
+    _, page = _spark_ui(SPARK_UIS["master"], "/")
+    assert app["id"] in page and "/app/kill/" not in page
+    _, stages = _spark_ui(SPARK_UIS["stream job"], "/stages/")
+    assert "/stages/stage/kill/" not in stages
+    _spark_ui(SPARK_UIS["master"], f"/app/kill/?id={app['id']}&terminate=true", method="POST")
+    time.sleep(5)
+    active = [a["id"] for a in _spark_master_state()["activeapps"]]
+    assert app["id"] in active
+    assert restarts("spark1", "user-profiles-stream") == restarts_before
 
 
 def test_profiles_are_stored_encrypted_and_decrypt_with_the_deployment_key(cassandra):

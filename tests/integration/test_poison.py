@@ -25,6 +25,7 @@ from tests.lab import (
     aggregates_match_cassandra,
     eventually,
     kafka_conf,
+    restarts,
     settled,
     ssh,
     stored_of,
@@ -71,10 +72,6 @@ def _valid_uuid_poison(markers: dict) -> list[tuple[bytes, str]]:
     return chosen
 
 
-def _restarts() -> int:
-    return int(ssh("spark1", f"systemctl show -p NRestarts --value {STREAM_UNIT}").stdout.strip())
-
-
 def _dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, dict[str, str]]:
     """The dead letters keyed by one of ``markers``: headers by key (read as the admin)."""
     from confluent_kafka import Consumer
@@ -106,7 +103,7 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
     assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
     try:
         settled(cassandra, mongo)
-        restarts = _restarts()
+        restarts_before = restarts("spark1", STREAM_UNIT)
 
         producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
         poisons = list(markers.items())
@@ -138,7 +135,7 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
         assert set(aggregate_counts(mongo, "users_by_nationality")) <= set(NATIONALITIES)
         assert set(aggregate_counts(mongo, "users_by_gender")) <= {*GENDERS, "unknown"}
 
-        assert _restarts() == restarts, "the stream job restarted"
+        assert restarts("spark1", STREAM_UNIT) == restarts_before, "the stream job restarted"
         assert ssh("spark1", f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
     finally:
         ssh("kafka1", "systemctl start bdf-producer")
