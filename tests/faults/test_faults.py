@@ -1,10 +1,10 @@
 """Faults on the deployed lab while a fixed set of profiles is published at a steady rate.
 
-Each fault (the job or the broker killed with SIGKILL, Cassandra or FerretDB stopped for
-a minute, the store host's power cut for a minute) must lose nothing and count nothing
-twice: every published profile is stored once and the aggregates grow by an independent
-count of them. While FerretDB is down, profiles must keep reaching Cassandra (the stores
-fail independently).
+Each fault (the job or the broker killed with SIGKILL, the Spark master restarted,
+Cassandra or FerretDB stopped for a minute, the store host's power cut for a minute) must
+lose nothing and count nothing twice: every published profile is stored once and the
+aggregates grow by an independent count of them. While FerretDB is down, profiles must
+keep reaching Cassandra (the stores fail independently).
 
 Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 minutes a fault.
 """
@@ -45,6 +45,7 @@ CONTROL_NODE = None  # a fault injected with lab/lab.sh on this machine, not ove
 FAULTS = {
     "job-sigkill": ("spark1", "systemctl kill -s KILL user-profiles-stream", None),
     "broker-sigkill": ("kafka1", "systemctl kill -s KILL kafka", None),
+    "spark-master-restart": ("spark1", "systemctl restart spark-master", None),
     "cassandra-stopped": ("store1", "systemctl stop cassandra", "systemctl start cassandra"),
     "ferretdb-stopped": ("store1", "systemctl stop ferretdb", "systemctl start ferretdb"),
     # Cassandra, FerretDB and PostgreSQL die at once with no shutdown; `up` boots the machine.

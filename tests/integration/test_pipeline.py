@@ -107,6 +107,25 @@ def _spark_master_state() -> dict:
     return json.loads(body)
 
 
+def test_the_stream_job_survives_a_spark_master_restart():
+    """The master recovers its applications from disk (spark.deploy.recoveryMode): the job
+    keeps its application and executors instead of waiting for ever without them."""
+    app = next(a for a in _spark_master_state()["activeapps"] if a["name"] == "user-profiles-stream")
+    restarts_before = restarts("spark1", "user-profiles-stream")
+    assert ssh("spark1", "systemctl restart spark-master").returncode == 0
+
+    def recovered() -> bool | None:
+        try:
+            state = _spark_master_state()
+        except (AssertionError, json.JSONDecodeError):
+            return None  # the UI is not up yet
+        running = {a["id"]: a["state"] for a in state["activeapps"]}
+        return (state["status"] == "ALIVE" and running.get(app["id"]) == "RUNNING") or None
+
+    eventually(recovered, 180, "the stream job's application recovered by the restarted master")
+    assert restarts("spark1", "user-profiles-stream") == restarts_before
+
+
 @pytest.mark.parametrize("ui", SPARK_UIS)
 def test_spark_web_ui_answers_only_its_own_host(ui):
     """No login on Spark's UIs: nftables refuses them from any other host (an SSH tunnel is the way in)."""
