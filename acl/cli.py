@@ -27,12 +27,12 @@ import click
 from click.core import ParameterSource
 
 from acl import edit as edits
-from acl.audit import AuditError, AuditLog, actor, file_digest, open_audit_log
 from acl.kafka import KafkaToolError, KafkaTools, acl_batches, admin_config
 from acl.listing import ListingError
 from acl.model import Acl, Description, DescriptionError, load_description
 from acl.plan import Plan, compute_plan, plan_to_dict, render_plan
-from jobs.logs import setup_logging
+from bdf.audit import AuditError, AuditLog, actor, file_digest, open_audit_log
+from bdf.logs import setup_logging
 
 log = logging.getLogger("bdf.acl")
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bdf.config import ConfigError, MongoSettings, load_credentials
 from dashboard import ids
 from jobs.aggregates import (
     AGGREGATE_COLLECTIONS,
@@ -43,7 +44,6 @@ from jobs.aggregates import (
     age_bands,
     average_age,
 )
-from jobs.config import ConfigError, MongoSettings, load_credentials
 from jobs.contract import CLOCK_SKEW_SECONDS, EARLIEST_BIRTH, GENDERS, NATIONALITIES
 
 log = logging.getLogger(__name__)

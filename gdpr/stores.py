@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bdf.config import CassandraSettings, MongoSettings, load_credentials
 from gdpr.subjects import TTL_COLUMN
-from jobs.config import CassandraSettings, MongoSettings, load_credentials
 
 CQL_PROTOCOL_VERSION = 5  # Cassandra 4.0 and later; saves the driver's downgrade warnings
 

@@ -35,9 +35,10 @@ from typing import Any
 
 import click
 
-from acl.audit import AuditError, open_audit_log
+from bdf.audit import AuditError, open_audit_log
+from bdf.config import ConfigError, Credentials, KafkaSettings, load_credentials, load_settings
+from bdf.logs import setup_logging
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Credentials, KafkaSettings, load_credentials, load_settings
 from jobs.dead_letter import (
     HEADER_PREFIX,
     REASON_HEADER,
@@ -45,7 +46,6 @@ from jobs.dead_letter import (
     SOURCE_PARTITION_HEADER,
     SOURCE_TOPIC_HEADER,
 )
-from jobs.logs import setup_logging
 from jobs.producer import kafka_client_config
 from jobs.quarantine import QuarantinedMessage, QuarantineError, add_to_quarantine
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
+from bdf.config import Settings, load_credentials, load_settings
 from jobs.aggregates import BATCHES_COLLECTION
 from jobs.cli_options import config_option
-from jobs.config import Settings, load_credentials, load_settings
 from jobs.producer import kafka_client_config
 from jobs.sinks import mongo_client
 

@@ -30,8 +30,7 @@ import confluent_kafka
 import orjson
 import requests
 
-from jobs.cli_options import config_option, verbose_option
-from jobs.config import (
+from bdf.config import (
     ConfigError,
     Credentials,
     KafkaSettings,
@@ -39,7 +38,8 @@ from jobs.config import (
     load_credentials,
     load_settings,
 )
-from jobs.logs import setup_logging
+from bdf.logs import setup_logging
+from jobs.cli_options import config_option, verbose_option
 
 log = logging.getLogger("bdf.producer")
 

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
+from bdf.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
 from jobs.aggregates import BATCHES_COLLECTION, to_documents
-from jobs.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
 
 log = logging.getLogger("bigdataflow.stream")
 

@@ -249,7 +249,7 @@ def best_of(runs: int, action: Callable[[], None]) -> float:
 
 
 def transform_limit(report: Report, rows: int, spark: Any, messages: Any) -> None:
-    from jobs.keyring import load_keyring
+    from bdf.keyring import load_keyring
     from jobs.transform import prepare, stored_rows
 
     keys = load_keyring(SECRETS / "profile-keys.json")

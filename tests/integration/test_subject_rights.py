@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
+from bdf.keyring import KeyRing, load_keyring
 from gdpr.model import load_register
-from jobs.keyring import KeyRing, load_keyring
 from jobs.randomuser_server import generate_users
 from tests.lab import (
     DLQ,

@@ -19,8 +19,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from bdf.config import Credentials, KafkaSettings, ProducerSettings
 from jobs import producer
-from jobs.config import Credentials, KafkaSettings, ProducerSettings
 from jobs.producer import (
     SECRET_LOGIN_FIELDS,
     FetchError,
