@@ -85,7 +85,9 @@ class Settings:
     def tools(self) -> Iterator[KafkaTools]:
         if not self.bootstrap_server:
             raise Failure("no Kafka cluster given: set --bootstrap-server (BDF_ACL_BOOTSTRAP_SERVER)")
-        with admin_config(self.command_config, self.command_config_explicit, self.env) as config:
+        with admin_config(
+            self.command_config, self.command_config_explicit, self.env, self.bootstrap_server
+        ) as config:
             yield KafkaTools(self.kafka_bin, self.bootstrap_server, config, self.timeout, self.env)
 
 

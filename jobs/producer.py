@@ -30,6 +30,7 @@ import confluent_kafka
 import orjson
 import requests
 
+from bdf import clients
 from bdf.config import (
     ConfigError,
     Credentials,
@@ -190,23 +191,9 @@ class Publisher(Protocol):
     def flush(self) -> None: ...
 
 
-def kafka_client_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
-    """What every librdkafka client of the project sets: brokers, SASL/SCRAM, the CA file."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": ",".join(kafka.bootstrap_servers),
-        "security.protocol": kafka.security_protocol,
-        "sasl.mechanisms": kafka.sasl_mechanism,
-        "sasl.username": credentials.username,
-        "sasl.password": credentials.password,
-    }
-    if kafka.ca_file:
-        config["ssl.ca.location"] = str(kafka.ca_file)
-    return config
-
-
 def kafka_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
     """The producer's librdkafka settings: the client's, idempotent, acks=all."""
-    return kafka_client_config(kafka, credentials) | {
+    return clients.kafka_config(kafka, credentials) | {
         "client.id": "bdf-producer",
         "acks": "all",
         "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
@@ -255,8 +242,6 @@ class KafkaPublisher:
 
 def open_publisher(kafka: KafkaSettings) -> Publisher:
     """The Kafka publisher for these settings; ConfigError for unusable credentials or settings."""
-    if kafka.ca_file and not kafka.ca_file.is_file():
-        raise ConfigError(f"kafka.ca_file: {kafka.ca_file} not found")
     config = kafka_config(kafka, load_credentials(kafka.credentials_file))
     try:
         return KafkaPublisher(config, kafka.topic)
