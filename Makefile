@@ -60,8 +60,9 @@ validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider 
 	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
 .PHONY: test-servers
-test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs and bdf-dlq (Kafka)
-	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py $(PYTEST_ARGS)
+test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs, bdf-dlq, TLS clients (Kafka, FerretDB)
+	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py \
+	  tests/integration/test_tls_kafka.py tests/integration/test_tls_ferretdb.py $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests

@@ -27,12 +27,12 @@ import click
 from click.core import ParameterSource
 
 from acl import edit as edits
-from acl.audit import AuditError, AuditLog, actor, file_digest, open_audit_log
 from acl.kafka import KafkaToolError, KafkaTools, acl_batches, admin_config
 from acl.listing import ListingError
 from acl.model import Acl, Description, DescriptionError, load_description
 from acl.plan import Plan, compute_plan, plan_to_dict, render_plan
-from jobs.logs import setup_logging
+from bdf.audit import AuditError, AuditLog, actor, file_digest, open_audit_log
+from bdf.logs import setup_logging
 
 log = logging.getLogger("bdf.acl")
 
@@ -85,7 +85,9 @@ class Settings:
     def tools(self) -> Iterator[KafkaTools]:
         if not self.bootstrap_server:
             raise Failure("no Kafka cluster given: set --bootstrap-server (BDF_ACL_BOOTSTRAP_SERVER)")
-        with admin_config(self.command_config, self.command_config_explicit, self.env) as config:
+        with admin_config(
+            self.command_config, self.command_config_explicit, self.env, self.bootstrap_server
+        ) as config:
             yield KafkaTools(self.kafka_bin, self.bootstrap_server, config, self.timeout, self.env)
 
 

@@ -18,9 +18,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from acl.listing import parse_acl_listing, parse_scram_users
 from acl.model import Acl, operation_arg, principal_user
 from acl.plan import Credential
+from bdf.clients import kafka_properties
+from bdf.config import ConfigError, Credentials, KafkaConnection, describe_validation_error
 
 log = logging.getLogger("bdf.acl.kafka")
 
@@ -28,6 +32,7 @@ ENV_USERNAME = "BDF_ACL_SASL_USERNAME"
 ENV_PASSWORD = "BDF_ACL_SASL_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 ENV_MECHANISM = "BDF_ACL_SASL_MECHANISM"
 ENV_PROTOCOL = "BDF_ACL_SECURITY_PROTOCOL"
+ENV_CA_FILE = "BDF_ACL_CA_FILE"
 DEFAULT_TIMEOUT_SECONDS = 180.0
 # The tools' JVMs live for seconds: little memory, no optimising compiler (a third faster
 # to start). KAFKA_HEAP_OPTS / KAFKA_JVM_PERFORMANCE_OPTS in the environment win.
@@ -219,20 +224,20 @@ def error_summary(stdout: str, stderr: str) -> str:
 
 
 @contextlib.contextmanager
-def admin_config(command_config: Path, explicit: bool, env: Mapping[str, str]) -> Iterator[Path]:
+def admin_config(
+    command_config: Path, explicit: bool, env: Mapping[str, str], bootstrap_server: str
+) -> Iterator[Path]:
     """The admin client properties file to pass to the tools.
 
     An explicit ``--command-config`` wins; otherwise credentials in the environment
-    (``BDF_ACL_SASL_USERNAME``/``BDF_ACL_SASL_PASSWORD``) are written to a temporary file
-    only this user can read, removed afterwards; otherwise the default file is used.
+    (``BDF_ACL_SASL_USERNAME``/``BDF_ACL_SASL_PASSWORD``, with ``BDF_ACL_SECURITY_PROTOCOL``
+    and ``BDF_ACL_CA_FILE`` for TLS) are written by bdf.clients to a temporary file only
+    this user can read, removed afterwards; otherwise the default file is used.
     """
     username, password = env.get(ENV_USERNAME), env.get(ENV_PASSWORD)
     if not explicit and username and password:
-        properties = client_properties(
-            username,
-            password,
-            mechanism=env.get(ENV_MECHANISM, "SCRAM-SHA-512"),
-            protocol=env.get(ENV_PROTOCOL, "SASL_PLAINTEXT"),
+        properties = _environment_properties(
+            env, bootstrap_server, Credentials(username=username, password=password)
         )
         with tempfile.TemporaryDirectory(prefix="bdf-acl-") as directory:
             path = Path(directory) / "admin-client.properties"
@@ -249,38 +254,18 @@ def admin_config(command_config: Path, explicit: bool, env: Mapping[str, str]) -
     yield command_config
 
 
-def client_properties(username: str, password: str, mechanism: str, protocol: str) -> str:
-    """A Java properties file with a SCRAM JAAS login, every value escaped for both syntaxes."""
-    if any(char in username + password for char in "\r\n\0"):
-        raise KafkaToolError(f"{ENV_USERNAME}/{ENV_PASSWORD} must not contain line breaks")
-    jaas = (
-        "org.apache.kafka.common.security.scram.ScramLoginModule required"
-        f' username="{_jaas_quote(username)}" password="{_jaas_quote(password)}";'
-    )
-    return (
-        f"security.protocol={_properties_value(protocol)}\n"
-        f"sasl.mechanism={_properties_value(mechanism)}\n"
-        f"sasl.jaas.config={_properties_value(jaas)}\n"
-    )
-
-
-def _jaas_quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _properties_value(value: str) -> str:
-    """Escape for java.util.Properties.load (ISO-8859-1; backslash escapes)."""
-    escaped = []
-    for char in value:
-        if char == "\\":
-            escaped.append("\\\\")
-        elif ord(char) > 0xFFFF:  # outside the BMP: a UTF-16 surrogate pair
-            code = ord(char) - 0x10000
-            escaped.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-        elif ord(char) > 0x7E or ord(char) < 0x20:
-            escaped.append(f"\\u{ord(char):04x}")
-        else:
-            escaped.append(char)
-    text = "".join(escaped)
-    # A leading space would be dropped by the loader.
-    return "\\" + text if text.startswith(" ") else text
+def _environment_properties(env: Mapping[str, str], bootstrap_server: str, credentials: Credentials) -> str:
+    """The admin properties (bdf.clients) for a login and TLS settings from the environment."""
+    try:
+        connection = KafkaConnection(
+            bootstrap_servers=[bootstrap_server],
+            security_protocol=env.get(ENV_PROTOCOL, "SASL_PLAINTEXT"),
+            sasl_mechanism=env.get(ENV_MECHANISM, "SCRAM-SHA-512"),
+            ca_file=env.get(ENV_CA_FILE) or None,
+        )
+        return kafka_properties(connection, credentials)
+    except ValidationError as exc:
+        subject = f"Kafka settings from {ENV_PROTOCOL}, {ENV_MECHANISM} and {ENV_CA_FILE}"
+        raise KafkaToolError(describe_validation_error(exc, subject)) from None
+    except ConfigError as exc:
+        raise KafkaToolError(f"{exc} (from {ENV_USERNAME}/{ENV_PASSWORD}, {ENV_CA_FILE})") from None

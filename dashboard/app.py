@@ -27,11 +27,11 @@ from typing import Any
 import click
 from dash import Dash, Input, Output, State, no_update
 
+from bdf.config import ConfigError, Settings, load_settings
+from bdf.logs import setup_logging
 from dashboard import ids, layout
 from dashboard.data import AggregateSource
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, load_settings
-from jobs.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bdf import clients
+from bdf.config import ConfigError, MongoSettings, load_credentials
 from dashboard import ids
 from jobs.aggregates import (
     AGGREGATE_COLLECTIONS,
@@ -43,7 +45,6 @@ from jobs.aggregates import (
     age_bands,
     average_age,
 )
-from jobs.config import ConfigError, MongoSettings, load_credentials
 from jobs.contract import CLOCK_SKEW_SECONDS, EARLIEST_BIRTH, GENDERS, NATIONALITIES
 
 log = logging.getLogger(__name__)
@@ -413,15 +414,11 @@ class AggregateSource:
         with self._lock:
             if self._client is None:
                 from bson.codec_options import DatetimeConversion
-                from pymongo import MongoClient
 
                 timeout_ms = int(self._timeout * 1000)
-                self._client = MongoClient(
-                    list(self._mongodb.hosts),
-                    username=self._credentials.username,
-                    password=self._credentials.password,
-                    authSource=self._mongodb.auth_source,
-                    tls=self._mongodb.tls,
+                self._client = clients.mongo_client(
+                    self._mongodb,
+                    self._credentials,
                     appname="bigdataflow-dashboard",
                     serverSelectionTimeoutMS=timeout_ms,
                     connectTimeoutMS=timeout_ms,

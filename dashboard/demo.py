@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bdf import clients
+from bdf.config import Credentials, MongoConnection
 from dashboard import data
 from dashboard.ids import NATIONALITIES
 from jobs.aggregates import AGGREGATE_COLLECTIONS, EPOCH
@@ -149,16 +151,35 @@ class LocalFerretDB:
 
     ADMIN = "admin"
 
-    def __init__(self, binary: Path, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: Path, workdir: Path, port: int | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
+        """``tls``: a certificate and key (PEM) for a second, TLS listener on ``tls_address``."""
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.admin_password = os.urandom(12).hex()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tls_address(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
+
+    def tls_arguments(self) -> list[str]:
+        if self.tls is None:
+            return []
+        certificate, key = self.tls
+        return [
+            f"--listen-tls={self.tls_address}",
+            f"--listen-tls-cert-file={certificate}",
+            f"--listen-tls-key-file={key}",
+        ]
 
     def start(self, timeout: float = 30.0) -> LocalFerretDB:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +198,7 @@ class LocalFerretDB:
                 "--setup-database=admin",
                 f"--setup-username={self.ADMIN}",
                 f"--setup-password={self.admin_password}",
+                *self.tls_arguments(),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -197,14 +219,11 @@ class LocalFerretDB:
                     raise
                 time.sleep(0.2)
 
-    def admin_client(self) -> Any:
-        from pymongo import MongoClient
-
-        return MongoClient(
-            self.address,
-            username=self.ADMIN,
-            password=self.admin_password,
-            authSource="admin",
+    def admin_client(self, connection: MongoConnection | None = None) -> Any:
+        """The admin's client, on the clear-text listener unless ``connection`` says otherwise."""
+        return clients.mongo_client(
+            connection or MongoConnection(hosts=[self.address]),
+            Credentials(username=self.ADMIN, password=self.admin_password),
             serverSelectionTimeoutMS=2000,
             tz_aware=True,
         )

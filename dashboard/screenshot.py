@@ -29,10 +29,10 @@ from typing import Any
 
 import click
 
+from bdf.config import load_settings
+from bdf.logs import setup_logging
 from dashboard import demo
 from dashboard.data import AggregateSource
-from jobs.config import load_settings
-from jobs.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,10 @@ from typing import Any
 
 import click
 
-from acl.audit import AuditError, open_audit_log
+from bdf.audit import AuditError, open_audit_log
+from bdf.config import ConfigError, Settings, load_settings
+from bdf.keyring import KeyRing, load_keyring
+from bdf.logs import setup_logging
 from gdpr.drift import REPO_ROOT, check, code_facts
 from gdpr.model import DEFAULT_REGISTER, Register, RegisterError, load_register
 from gdpr.purge import DEFAULT_NODETOOL, PurgeError, purge_table
@@ -35,9 +38,6 @@ from gdpr.stores import StoreError, cassandra_profiles, mongo_database
 from gdpr.subjects import access_export, check_aggregates, email_domain, erase_rows, find_rows
 from jobs.aggregates import BATCHES_COLLECTION
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, load_settings
-from jobs.keyring import KeyRing, load_keyring
-from jobs.logs import setup_logging
 
 log = logging.getLogger("bdf.gdpr")
 
@@ -149,7 +149,7 @@ def check_command(register_path: Path, inventory: Path | None, strict: bool, roo
     """Fail when the register and the code or the role defaults disagree (no drift).
 
     Compares every field's treatment and columns with jobs/transform.py FIELD_TREATMENT,
-    the stored columns with jobs/schema.py STORED_SCHEMA and the Cassandra table, the
+    the stored columns with bdf/schema.py STORED_SCHEMA and the Cassandra table, the
     aggregate collections with jobs/aggregates.py, the time limits with the Ansible
     defaults, and the evidence of each security measure with the files it names.
     """

@@ -94,9 +94,9 @@ def _find_keys(node: Any, names: set[str]) -> Iterator[tuple[str, Any]]:
 def code_facts(
     root: Path = REPO_ROOT, inventory: Path | None = None, register: Register | None = None
 ) -> CodeFacts:
+    from bdf.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
     from jobs.aggregates import AGGREGATE_COLLECTIONS, BATCHES_COLLECTION
     from jobs.producer import SECRET_LOGIN_FIELDS
-    from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
     from jobs.transform import ENCRYPTED_COLUMNS, FIELD_TREATMENT
 
     cql = (root / CQL_TEMPLATE).read_text(encoding="utf-8") if (root / CQL_TEMPLATE).exists() else ""

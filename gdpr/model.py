@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from jobs.config import describe_validation_error
+from bdf.config import describe_validation_error
 
 DEFAULT_REGISTER = Path(__file__).with_name("register.yaml")
 PLACEHOLDER = "<FILL IN"

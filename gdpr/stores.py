@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bdf import clients
+from bdf.config import CassandraSettings, MongoSettings, load_credentials
 from gdpr.subjects import TTL_COLUMN
-from jobs.config import CassandraSettings, MongoSettings, load_credentials
-
-CQL_PROTOCOL_VERSION = 5  # Cassandra 4.0 and later; saves the driver's downgrade warnings
 
 
 class StoreError(Exception):
@@ -67,19 +66,11 @@ class CassandraProfiles:
 
 @contextmanager
 def cassandra_profiles(settings: CassandraSettings) -> Iterator[CassandraProfiles]:
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster, NoHostAvailable
-    from cassandra.policies import DCAwareRoundRobinPolicy
+    from cassandra.cluster import NoHostAvailable
     from cassandra.query import dict_factory
 
-    credentials = load_credentials(settings.credentials_file)
-    cluster = Cluster(
-        settings.hosts,
-        port=settings.port,
-        auth_provider=PlainTextAuthProvider(credentials.username, credentials.password),
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_datacenter),
-        connect_timeout=10,
-        protocol_version=CQL_PROTOCOL_VERSION,
+    cluster = clients.cassandra_cluster(
+        settings, load_credentials(settings.credentials_file), connect_timeout=10
     )
     try:
         try:
@@ -102,9 +93,11 @@ def _first_error(exc: Any) -> str:
 def mongo_database(settings: MongoSettings) -> Iterator[Any]:
     from pymongo.errors import PyMongoError
 
-    from jobs.sinks import mongo_client
+    from jobs.sinks import STORE_CLIENT_OPTIONS
 
-    client = mongo_client(settings)
+    client = clients.mongo_client(
+        settings, load_credentials(settings.credentials_file), **STORE_CLIENT_OPTIONS
+    )
     try:
         database = client[settings.database]
         try:

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bdf.keyring import DecryptionError, KeyRing
 from gdpr.model import Register
 from gdpr.render import time_limit
-from jobs.keyring import DecryptionError, KeyRing
 
 ENCRYPTED_SUFFIX = "_enc"
 TTL_COLUMN = "stored_at"  # a regular column every row has: its TTL is the row's

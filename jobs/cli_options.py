@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from jobs.config import CONFIG_ENV, DEFAULT_CONFIG_PATH
+from bdf.config import CONFIG_ENV, DEFAULT_CONFIG_PATH
 
 config_option = click.option(
     "--config",

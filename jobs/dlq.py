@@ -35,9 +35,11 @@ from typing import Any
 
 import click
 
-from acl.audit import AuditError, open_audit_log
+from bdf import clients
+from bdf.audit import AuditError, open_audit_log
+from bdf.config import ConfigError, Credentials, KafkaSettings, load_credentials, load_settings
+from bdf.logs import setup_logging
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Credentials, KafkaSettings, load_credentials, load_settings
 from jobs.dead_letter import (
     HEADER_PREFIX,
     REASON_HEADER,
@@ -45,8 +47,6 @@ from jobs.dead_letter import (
     SOURCE_PARTITION_HEADER,
     SOURCE_TOPIC_HEADER,
 )
-from jobs.logs import setup_logging
-from jobs.producer import kafka_client_config
 from jobs.quarantine import QuarantinedMessage, QuarantineError, add_to_quarantine
 
 log = logging.getLogger("bdf.dlq")
@@ -290,7 +290,7 @@ class DeadLetterTopic:
         self.principal = credentials.username
         self.timeout = timeout
         self._consumer = Consumer(
-            kafka_client_config(kafka, credentials)
+            clients.kafka_config(kafka, credentials)
             | {
                 "client.id": "bdf-dlq",
                 "group.id": f"{GROUP_PREFIX}.bdf-dlq",
@@ -401,7 +401,7 @@ class Replayer:
         self.principal = credentials.username
         self.timeout = timeout
         self._producer = Producer(
-            kafka_client_config(kafka, credentials)
+            clients.kafka_config(kafka, credentials)
             | {"client.id": "bdf-dlq", "acks": "all", "enable.idempotence": True},
             logger=logging.getLogger("bdf.dlq.kafka"),
         )

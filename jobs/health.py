@@ -12,18 +12,18 @@ from typing import Any
 
 import click
 
+from bdf import clients
+from bdf.config import Settings, load_credentials, load_settings
 from jobs.aggregates import BATCHES_COLLECTION
 from jobs.cli_options import config_option
-from jobs.config import Settings, load_credentials, load_settings
-from jobs.producer import kafka_client_config
-from jobs.sinks import mongo_client
+from jobs.sinks import STORE_CLIENT_OPTIONS
 
 
 def topic_messages(settings: Settings) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     kafka = settings.kafka
-    client = kafka_client_config(kafka, load_credentials(kafka.credentials_file))
+    client = clients.kafka_config(kafka, load_credentials(kafka.credentials_file))
     consumer = Consumer(client | {"group.id": f"{kafka.consumer_group_prefix}-health"})
     try:
         partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
@@ -37,16 +37,8 @@ def topic_messages(settings: Settings) -> int:
 
 
 def stored_rows(settings: Settings) -> int:
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-
     cassandra = settings.cassandra
-    credentials = load_credentials(cassandra.credentials_file)
-    cluster = Cluster(
-        cassandra.hosts,
-        port=cassandra.port,
-        auth_provider=PlainTextAuthProvider(credentials.username, credentials.password),
-    )
+    cluster = clients.cassandra_cluster(cassandra, load_credentials(cassandra.credentials_file))
     try:
         session = cluster.connect(cassandra.keyspace)
         return session.execute(f"SELECT count(*) FROM {cassandra.table}", timeout=60).one()[0]  # noqa: S608
@@ -55,7 +47,8 @@ def stored_rows(settings: Settings) -> int:
 
 
 def last_batches(settings: Settings) -> list[dict[str, Any]]:
-    client = mongo_client(settings.mongodb)
+    mongodb = settings.mongodb
+    client = clients.mongo_client(mongodb, load_credentials(mongodb.credentials_file), **STORE_CLIENT_OPTIONS)
     try:
         batches = client[settings.mongodb.database][BATCHES_COLLECTION]
         return [

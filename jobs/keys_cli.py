@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from jobs.config import ConfigError
-from jobs.keyring import (
+from bdf.config import ConfigError
+from bdf.keyring import (
     Relation,
     compare_keyrings,
     load_keyring,

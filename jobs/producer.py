@@ -30,8 +30,8 @@ import confluent_kafka
 import orjson
 import requests
 
-from jobs.cli_options import config_option, verbose_option
-from jobs.config import (
+from bdf import clients
+from bdf.config import (
     ConfigError,
     Credentials,
     KafkaSettings,
@@ -39,7 +39,8 @@ from jobs.config import (
     load_credentials,
     load_settings,
 )
-from jobs.logs import setup_logging
+from bdf.logs import setup_logging
+from jobs.cli_options import config_option, verbose_option
 
 log = logging.getLogger("bdf.producer")
 
@@ -190,23 +191,9 @@ class Publisher(Protocol):
     def flush(self) -> None: ...
 
 
-def kafka_client_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
-    """What every librdkafka client of the project sets: brokers, SASL/SCRAM, the CA file."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": ",".join(kafka.bootstrap_servers),
-        "security.protocol": kafka.security_protocol,
-        "sasl.mechanisms": kafka.sasl_mechanism,
-        "sasl.username": credentials.username,
-        "sasl.password": credentials.password,
-    }
-    if kafka.ca_file:
-        config["ssl.ca.location"] = str(kafka.ca_file)
-    return config
-
-
 def kafka_config(kafka: KafkaSettings, credentials: Credentials) -> dict[str, Any]:
     """The producer's librdkafka settings: the client's, idempotent, acks=all."""
-    return kafka_client_config(kafka, credentials) | {
+    return clients.kafka_config(kafka, credentials) | {
         "client.id": "bdf-producer",
         "acks": "all",
         "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
@@ -255,8 +242,6 @@ class KafkaPublisher:
 
 def open_publisher(kafka: KafkaSettings) -> Publisher:
     """The Kafka publisher for these settings; ConfigError for unusable credentials or settings."""
-    if kafka.ca_file and not kafka.ca_file.is_file():
-        raise ConfigError(f"kafka.ca_file: {kafka.ca_file} not found")
     config = kafka_config(kafka, load_credentials(kafka.credentials_file))
     try:
         return KafkaPublisher(config, kafka.topic)

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import orjson
 
-from jobs.logs import setup_logging
+from bdf.logs import setup_logging
 from jobs.randomuser_data import (
     ADJECTIVES,
     ANIMALS,

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
+from bdf import clients
+from bdf.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
 from jobs.aggregates import BATCHES_COLLECTION, to_documents
-from jobs.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
 
 log = logging.getLogger("bigdataflow.stream")
 
@@ -43,21 +44,8 @@ class AggregateStore(Protocol):
 
 
 def kafka_client_options(kafka: KafkaSettings) -> dict[str, str]:
-    """Spark Kafka source/sink options (``kafka.``-prefixed) for SASL/SCRAM."""
-    credentials = load_credentials(kafka.credentials_file)
-    login_module = "org.apache.kafka.common.security.scram.ScramLoginModule"
-    # Spark's spark.redaction.regex (set in build_spark) hides "jaas" options in the UI.
-    jaas = f'{login_module} required username="{credentials.username}" password="{credentials.password}";'
-    options = {
-        "kafka.bootstrap.servers": ",".join(kafka.bootstrap_servers),
-        "kafka.security.protocol": kafka.security_protocol,
-        "kafka.sasl.mechanism": kafka.sasl_mechanism,
-        "kafka.sasl.jaas.config": jaas,
-    }
-    if kafka.ca_file:
-        options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = str(kafka.ca_file)
-    return options
+    """Spark Kafka source/sink options as the job's principal (bdf.clients builds them)."""
+    return clients.kafka_spark_options(kafka, load_credentials(kafka.credentials_file))
 
 
 class KafkaDeadLetterSink:
@@ -72,14 +60,9 @@ CASSANDRA_WRITES_IN_FLIGHT = 64
 
 
 def cassandra_spark_conf(cassandra: CassandraSettings) -> dict[str, str]:
-    """Spark Cassandra Connector settings; the password is redacted by Spark's UI."""
-    credentials = load_credentials(cassandra.credentials_file)
-    return {
-        "spark.cassandra.connection.host": ",".join(cassandra.hosts),
-        "spark.cassandra.connection.port": str(cassandra.port),
-        "spark.cassandra.connection.localDC": cassandra.local_datacenter,
-        "spark.cassandra.auth.username": credentials.username,
-        "spark.cassandra.auth.password": credentials.password,
+    """Spark Cassandra Connector settings: bdf.clients' connection, then the job's tuning."""
+    connection = clients.cassandra_spark_conf(cassandra, load_credentials(cassandra.credentials_file))
+    return connection | {
         # Keep the session between micro-batches (default 3.5 s: shorter than a trigger,
         # so every batch paid for a new connection, login and schema fetch).
         "spark.cassandra.connection.keepAliveMS": "120000",
@@ -99,22 +82,13 @@ class CassandraProfileStore:
         profiles.write.format("org.apache.spark.sql.cassandra").options(**self._options).mode("append").save()
 
 
-def mongo_client(mongodb: MongoSettings):
-    from pymongo import MongoClient
-
-    credentials = load_credentials(mongodb.credentials_file)
-    return MongoClient(
-        [*mongodb.hosts],
-        username=credentials.username,
-        password=credentials.password,
-        authSource=mongodb.auth_source,
-        tls=mongodb.tls,
-        serverSelectionTimeoutMS=10_000,
-        # A server that stops answering fails the batch (the job restarts and replays)
-        # instead of hanging the stream forever.
-        socketTimeoutMS=60_000,
-        tz_aware=True,
-    )
+STORE_CLIENT_OPTIONS = {
+    "serverSelectionTimeoutMS": 10_000,
+    # A server that stops answering fails the batch (the job restarts and replays)
+    # instead of hanging the stream forever.
+    "socketTimeoutMS": 60_000,
+    "tz_aware": True,
+}
 
 
 class MongoAggregateStore:
@@ -131,7 +105,10 @@ class MongoAggregateStore:
     WRITE_CHUNK = 16
 
     def __init__(self, mongodb: MongoSettings, client: Any = None) -> None:
-        self._db = (client or mongo_client(mongodb))[mongodb.database]
+        if client is None:
+            credentials = load_credentials(mongodb.credentials_file)
+            client = clients.mongo_client(mongodb, credentials, **STORE_CLIENT_OPTIONS)
+        self._db = client[mongodb.database]
 
     def upsert(self, rows: list[Mapping[str, Any]], updated_at: dt.datetime) -> None:
         from pymongo import ReplaceOne

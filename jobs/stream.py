@@ -35,13 +35,13 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+from bdf.config import ConfigError, Settings, StreamSettings, load_settings
+from bdf.keyring import KeyRing, load_keyring
+from bdf.logs import setup_logging
+from bdf.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.cli_options import config_option, verbose_option
-from jobs.config import ConfigError, Settings, StreamSettings, load_settings
-from jobs.keyring import KeyRing, load_keyring
-from jobs.logs import setup_logging
 from jobs.quarantine import QuarantinedMessage, QuarantineError, load_quarantine
 from jobs.resilience import Stopping, is_unavailable, refused_rows, retry_while_unavailable
-from jobs.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.sinks import (
     AggregateInputSink,
     AggregateInputSpool,

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from bdf.keyring import KeyRing, associated_data, envelope_header
+from bdf.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 from jobs.aggregates import (
     AGGREGATE_COLLECTIONS,
     BIRTH_MONTHS,
@@ -32,8 +34,6 @@ from jobs.dead_letter import (
     SOURCE_TOPIC_HEADER,
     VALUE_BYTES_HEADER,
 )
-from jobs.keyring import KeyRing, associated_data, envelope_header
-from jobs.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 
 UNKNOWN = "unknown"
 
@@ -245,7 +245,7 @@ def _date_parts(column: str, prefix: str) -> dict[str, Column]:
 
 
 def encrypt_column(column: str, stored_name: str, keys: KeyRing) -> Column:
-    """AES-256-GCM in the JVM; output is the envelope described in ``jobs.keyring``."""
+    """AES-256-GCM in the JVM; output is the envelope described in ``bdf.keyring``."""
     header = envelope_header(keys.active_key_id)
     sealed = F.aes_encrypt(
         F.col(column),

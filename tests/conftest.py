@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.keyring import KeyRing, new_keyring
+from bdf.keyring import KeyRing, new_keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 JVM_JAR = ROOT / ".artifacts" / "jvm" / "bigdataflow-jvm.jar"

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from bdf import clients
+from bdf.config import Credentials, KafkaConnection
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIST = REPO / ".artifacts" / "kafka_2.13-4.4.0.tgz"
 DIST = Path(os.environ.get("BDF_KAFKA_DIST", DEFAULT_DIST))
@@ -48,29 +51,45 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """The broker's PEM key store (private key, then certificate) and the CA clients trust."""
+
+    key_store: Path
+    ca_file: Path
+
+
 @dataclass
 class Broker:
     home: Path
     work: Path
-    bootstrap: str
+    connection: KafkaConnection  # how clients reach and trust it (bdf.clients builds them)
     admin_config: Path  # admin-client.properties for the Kafka tools
 
     @property
     def bin(self) -> Path:
         return self.home / "bin"
 
-    def client_config(self, user: str, secret: str | None = None) -> dict[str, object]:
-        return {
-            "bootstrap.servers": self.bootstrap,
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanisms": "SCRAM-SHA-512",
-            "sasl.username": user,
-            "sasl.password": secret if secret is not None else password(user),
-            "log_level": 0,  # the expected failures would flood the test output
-        }
+    @property
+    def bootstrap(self) -> str:
+        return self.connection.bootstrap_servers[0]
+
+    def client_config(
+        self, user: str, secret: str | None = None, connection: KafkaConnection | None = None
+    ) -> dict[str, object]:
+        login = Credentials(username=user, password=secret if secret is not None else password(user))
+        # log_level 0: the expected failures would flood the test output.
+        return clients.kafka_config(connection or self.connection, login) | {"log_level": 0}
 
     def admin_client_config(self) -> dict[str, object]:
         return self.client_config("admin", ADMIN_PASSWORD)
+
+    def write_admin_properties(self, path: Path, connection: KafkaConnection | None = None) -> Path:
+        """An admin properties file for the Kafka tools, mode 0600."""
+        login = Credentials(username="admin", password=ADMIN_PASSWORD)
+        path.write_text(clients.kafka_properties(connection or self.connection, login))
+        path.chmod(0o600)
+        return path
 
 
 def _unpack(work: Path) -> Path:
@@ -82,18 +101,33 @@ def _unpack(work: Path) -> Path:
     return home
 
 
-def _server_properties(work: Path, broker_port: int, controller_port: int, super_users: str) -> str:
+def _server_properties(
+    work: Path,
+    broker_port: int,
+    controller_port: int,
+    super_users: str,
+    advertised: str,
+    tls: BrokerTls | None,
+) -> str:
     login = "org.apache.kafka.common.security"
+    protocol = "SASL_SSL" if tls else "SASL_PLAINTEXT"
+    # PEM key store and trust store (Kafka 2.7+); the broker talks to itself over BROKER too.
+    ssl = (
+        f"listener.name.broker.ssl.keystore.type=PEM\nlistener.name.broker.ssl.keystore.location={tls.key_store}\n"
+        f"listener.name.broker.ssl.truststore.type=PEM\nlistener.name.broker.ssl.truststore.location={tls.ca_file}\n"
+        if tls
+        else ""
+    )
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
 controller.listener.names=CONTROLLER
 listeners=BROKER://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=BROKER://127.0.0.1:{broker_port}
+advertised.listeners=BROKER://{advertised}:{broker_port}
 inter.broker.listener.name=BROKER
-listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.security.protocol.map=BROKER:{protocol},CONTROLLER:SASL_PLAINTEXT
+{ssl}sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.broker.scram-sha-512.sasl.jaas.config={login}.scram.ScramLoginModule required \
@@ -177,15 +211,23 @@ def running_broker(
     topics: Sequence[str],
     users: Mapping[str, str],
     extra_super_users: Sequence[str] = (),
+    tls: BrokerTls | None = None,
+    advertised: str = "127.0.0.1",
 ) -> Iterator[Broker]:
-    """A started broker with ``topics`` (one partition each) and SCRAM ``users`` (name -> password)."""
+    """A started broker with ``topics`` (one partition each) and SCRAM ``users`` (name -> password).
+
+    With ``tls`` its client listener is SASL_SSL (clients verify it against ``tls.ca_file``
+    and the ``advertised`` host name); the controller listener stays on loopback.
+    """
     from confluent_kafka.admin import AdminClient
 
     home = _unpack(work)
     broker_port, controller_port = _free_port(), _free_port()
     properties = work / "server.properties"
     super_users = ";".join(["User:admin", "User:controller", *extra_super_users])
-    properties.write_text(_server_properties(work, broker_port, controller_port, super_users))
+    properties.write_text(
+        _server_properties(work, broker_port, controller_port, super_users, advertised, tls)
+    )
     env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx512m -Xms256m", "LOG_DIR": str(work / "logs")}
     _format_storage(home, properties, env)
     log = work / "broker.out"
@@ -198,16 +240,16 @@ def running_broker(
             start_new_session=True,
         )
     try:
-        broker = Broker(home, work, f"127.0.0.1:{broker_port}", work / "admin-client.properties")
+        connection = KafkaConnection(
+            bootstrap_servers=[f"{advertised}:{broker_port}"],
+            security_protocol="SASL_SSL" if tls else "SASL_PLAINTEXT",
+            ca_file=tls.ca_file if tls else None,
+        )
+        broker = Broker(home, work, connection, work / "admin-client.properties")
         admin = AdminClient(broker.admin_client_config())
         _wait_until_ready(process, admin, log)
         _create_objects(admin, topics, users)
-        broker.admin_config.write_text(
-            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
-            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required"
-            f' username="admin" password="{ADMIN_PASSWORD}";\n'
-        )
-        broker.admin_config.chmod(0o600)
+        broker.write_admin_properties(broker.admin_config)
         yield broker
     finally:
         _stop(process)

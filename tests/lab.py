@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bdf import clients
+from bdf.config import CassandraConnection, Credentials, KafkaConnection
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +57,17 @@ def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
     """confluent-kafka settings for ``user`` (its deployment password unless given); None: anonymous."""
     conf = {"bootstrap.servers": KAFKA, "socket.timeout.ms": "10000"}
     if user:
-        conf |= {
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanisms": "SCRAM-SHA-512",
-            "sasl.username": user,
-            "sasl.password": password if password is not None else secret(f"kafka-{user}"),
-        }
+        login = Credentials(
+            username=user, password=password if password is not None else secret(f"kafka-{user}")
+        )
+        conf |= clients.kafka_config(KafkaConnection(bootstrap_servers=[KAFKA]), login)
     return conf
+
+
+def cassandra_cluster(user: str, secret_name: str):
+    """A Cluster (bdf.clients) on the lab's Cassandra as ``user`` with a deployment password."""
+    login = Credentials(username=user, password=secret(secret_name))
+    return clients.cassandra_cluster(CassandraConnection(hosts=[HOSTS["store1"]]), login)
 
 
 def erased_rows() -> int:

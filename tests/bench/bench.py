@@ -40,7 +40,7 @@ import click
 import orjson
 
 from jobs.randomuser_server import generate_users
-from tests.lab import HOSTS, KAFKA, KEYSPACE, REPO, SECRETS, TABLE, secret, ssh
+from tests.lab import KAFKA, KEYSPACE, REPO, SECRETS, TABLE, cassandra_cluster, ssh
 
 STAGES = ("source", "limits", "naive", "saturation", "latency")
 VENV = "/opt/bigdataflow/venv"
@@ -156,14 +156,7 @@ def kafka_limits(report: Report, records: int, stamp: str) -> None:
 
 @contextmanager
 def cassandra_admin() -> Iterator[Any]:
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-
-    cluster = Cluster(
-        [HOSTS["store1"]],
-        auth_provider=PlainTextAuthProvider("bdf_admin", secret("cassandra-admin")),
-        protocol_version=5,
-    )
+    cluster = cassandra_cluster("bdf_admin", "cassandra-admin")
     try:
         yield cluster.connect(KEYSPACE)
     finally:
@@ -249,7 +242,7 @@ def best_of(runs: int, action: Callable[[], None]) -> float:
 
 
 def transform_limit(report: Report, rows: int, spark: Any, messages: Any) -> None:
-    from jobs.keyring import load_keyring
+    from bdf.keyring import load_keyring
     from jobs.transform import prepare, stored_rows
 
     keys = load_keyring(SECRETS / "profile-keys.json")

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from bdf.config import Settings, load_settings
 from dashboard import demo
 from dashboard.data import AggregateSource
-from jobs.config import Settings, load_settings
 
 READER = "dashboard"
 

@@ -7,21 +7,17 @@ from typing import Any
 
 import pytest
 
-from tests.lab import HOSTS, KEYSPACE, secret
+from bdf import clients
+from bdf.config import Credentials, MongoConnection
+from tests.lab import HOSTS, KEYSPACE, cassandra_cluster, secret
 
 
 @pytest.fixture(scope="module")
 def cassandra() -> Iterator[Any]:
     """A session on the profile keyspace as the application role; rows are dicts."""
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
     from cassandra.query import dict_factory
 
-    cluster = Cluster(
-        [HOSTS["store1"]],
-        auth_provider=PlainTextAuthProvider("bigdataflow", secret("cassandra-app")),
-        protocol_version=5,
-    )
+    cluster = cassandra_cluster("bigdataflow", "cassandra-app")
     session = cluster.connect(KEYSPACE)
     session.row_factory = dict_factory
     yield session
@@ -31,14 +27,9 @@ def cassandra() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def mongo() -> Iterator[Any]:
     """The aggregates database as the stream job's user."""
-    from pymongo import MongoClient
-
-    client = MongoClient(
-        HOSTS["store1"],
-        27017,
-        username="stream",
-        password=secret("mongodb-app"),
-        authSource="user_profiles",
+    client = clients.mongo_client(
+        MongoConnection(hosts=[f"{HOSTS['store1']}:27017"], auth_source="user_profiles"),
+        Credentials(username="stream", password=secret("mongodb-app")),
         authMechanism="SCRAM-SHA-256",
         serverSelectionTimeoutMS=10_000,
         socketTimeoutMS=60_000,

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.lab import HOSTS, KEYSPACE, LAB_ONLY, REPO, SECRETS, kafka_conf, secret, ssh
+from tests.lab import KEYSPACE, LAB_ONLY, REPO, SECRETS, cassandra_cluster, kafka_conf, ssh
 
 pytestmark = LAB_ONLY
 
@@ -60,16 +60,10 @@ def _host_state() -> dict[str, str]:
 
 
 def _logins_with_the_deployments_passwords_succeed() -> None:
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
     from confluent_kafka.admin import AdminClient
 
     assert "user_profiles" in AdminClient(kafka_conf("stream")).list_topics(timeout=20).topics
-    cluster = Cluster(
-        [HOSTS["store1"]],
-        auth_provider=PlainTextAuthProvider("bigdataflow", secret("cassandra-app")),
-        protocol_version=5,
-    )
+    cluster = cassandra_cluster("bigdataflow", "cassandra-app")
     try:
         cluster.connect(KEYSPACE).execute("SELECT user_id FROM profiles LIMIT 1")
     finally:

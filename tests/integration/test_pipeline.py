@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from jobs.keyring import load_keyring
+from bdf.keyring import load_keyring
 from tests.lab import (
     DLQ,
     HOSTS,

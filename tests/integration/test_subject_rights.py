@@ -26,8 +26,10 @@ from typing import Any
 
 import pytest
 
+from bdf import clients
+from bdf.config import CassandraConnection, MongoConnection
+from bdf.keyring import KeyRing, load_keyring
 from gdpr.model import load_register
-from jobs.keyring import KeyRing, load_keyring
 from jobs.randomuser_server import generate_users
 from tests.lab import (
     DLQ,
@@ -428,17 +430,20 @@ def test_key_file_on_the_stream_host_is_private_to_the_job():
 
 
 def test_cassandra_and_mongodb_refuse_clients_without_credentials():
-    from cassandra.cluster import Cluster, NoHostAvailable
-    from pymongo import MongoClient
+    from cassandra.cluster import NoHostAvailable
     from pymongo.errors import OperationFailure
 
-    cluster = Cluster([HOSTS["store1"]], connect_timeout=10, protocol_version=5)
+    cluster = clients.cassandra_cluster(
+        CassandraConnection(hosts=[HOSTS["store1"]]), None, connect_timeout=10
+    )
     try:
         with pytest.raises(NoHostAvailable, match=r"requires authentication|Authentication"):
             cluster.connect()
     finally:
         cluster.shutdown()
-    client = MongoClient(HOSTS["store1"], 27017, serverSelectionTimeoutMS=10_000)
+    client = clients.mongo_client(
+        MongoConnection(hosts=[f"{HOSTS['store1']}:27017"]), None, serverSelectionTimeoutMS=10_000
+    )
     try:
         with pytest.raises(OperationFailure):
             client["user_profiles"].list_collection_names()

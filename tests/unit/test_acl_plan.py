@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from acl.kafka import acl_args, acl_batches, client_properties, error_summary
+from acl.kafka import acl_args, acl_batches, error_summary
 from acl.listing import ListingError, parse_acl_listing, parse_scram_users
 from acl.model import Acl, parse_description
 from acl.plan import Credential, compute_plan, plan_to_dict, render_plan
@@ -295,10 +295,3 @@ def test_tool_error_summary_is_the_cause_not_the_stack_trace():
         error_summary("", stderr)
         == "org.apache.kafka.common.errors.SaslAuthenticationException: Authentication failed"
     )
-
-
-def test_client_properties_from_the_environment_escape_the_password():
-    text = client_properties('ad"min', 'p\\a"ss é', "SCRAM-SHA-512", "SASL_PLAINTEXT")
-    assert "security.protocol=SASL_PLAINTEXT\n" in text
-    # Properties escaping (\\ -> \, \u00e9 -> é) on top of JAAS quoting (\" -> ", \\ -> \).
-    assert 'username="ad\\\\"min" password="p\\\\\\\\a\\\\"ss \\u00e9";' in text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, load_credentials, load_settings
+from bdf.config import ConfigError, load_credentials, load_settings
 
 MINIMAL = """
 [kafka]

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bdf.keyring import new_keyring
+from bdf.schema import PROFILE_SCHEMA, schema_leaves
 from jobs.contract import CONTRACT, GENDERS, NATIONALITIES, contract_json
-from jobs.keyring import new_keyring
-from jobs.schema import PROFILE_SCHEMA, schema_leaves
 from jobs.sinks import AggregateInputSpool
 from jobs.stream import ProfileBatchWriter
 from jobs.transform import prepare

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bdf.config import Settings, load_settings
 from dashboard import data, demo
-from jobs.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,8 +51,8 @@ def test_an_unreachable_mongodb_still_gives_a_server(tmp_path: Path) -> None:
 
 
 def test_a_world_readable_credentials_file_is_refused_at_start(tmp_path: Path) -> None:
+    from bdf.config import ConfigError
     from dashboard.app import create_app
-    from jobs.config import ConfigError
 
     config = demo.write_config(tmp_path, "127.0.0.1:1", "user_profiles", "dashboard", "pw")
     (tmp_path / "mongodb-dashboard.toml").chmod(0o644)
@@ -61,8 +61,8 @@ def test_a_world_readable_credentials_file_is_refused_at_start(tmp_path: Path) -
 
 
 def test_the_app_needs_a_mongodb_section() -> None:
+    from bdf.config import ConfigError
     from dashboard.app import create_app
-    from jobs.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"\[mongodb\]"):
         create_app(Settings())
@@ -93,7 +93,7 @@ def test_synthetic_aggregates_add_up_across_collections() -> None:
 
 
 def test_a_mongodb_timeout_longer_than_the_refresh_is_refused(tmp_path: Path) -> None:
-    from jobs.config import ConfigError
+    from bdf.config import ConfigError
 
     config = demo.write_config(
         tmp_path,

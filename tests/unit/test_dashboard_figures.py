@@ -302,7 +302,7 @@ def test_banner_names_the_problem_and_the_data_still_shown(snapshot: dict) -> No
 def test_failures_become_one_sentence_each() -> None:
     from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
 
-    from jobs.config import ConfigError
+    from bdf.config import ConfigError
 
     def kind(error: Exception) -> str:
         return data.describe_failure(error, 3.0).kind

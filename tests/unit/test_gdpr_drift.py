@@ -13,10 +13,10 @@ import yaml
 from click.testing import CliRunner
 
 from acl.model import parse_description
+from bdf.schema import STORED_SCHEMA
 from gdpr.cli import main
 from gdpr.drift import CodeFacts, check, code_facts, table_columns
 from gdpr.model import DEFAULT_REGISTER, Register, load_register, parse_register
-from jobs.schema import STORED_SCHEMA
 from jobs.transform import FIELD_TREATMENT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,13 +204,13 @@ def test_security_measure_whose_evidence_is_gone_fails(register, facts, tmp_path
     root = copy_checkout(tmp_path, evidence_files(register))
     config = root / "roles/kafka/templates/server.properties.j2"
     config.write_text(config.read_text().replace("allow.everyone.if.no.acl.found=false", ""))
-    (root / "jobs/logs.py").unlink()
+    (root / "bdf/logs.py").unlink()
     problems = check(register, dataclasses.replace(facts, root=root))
     assert (
         "security measure kafka_auth: roles/kafka/templates/server.properties.j2 no longer contains "
         "'allow.everyone.if.no.acl.found=false'"
     ) in problems
-    assert "security measure logs_without_personal_data: evidence file jobs/logs.py not found" in problems
+    assert "security measure logs_without_personal_data: evidence file bdf/logs.py not found" in problems
 
 
 def with_access(facts: CodeFacts, old: str, new: str) -> CodeFacts:

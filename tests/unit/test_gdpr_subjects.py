@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bdf.keyring import KeyRing, envelope_header, new_keyring, save_keyring
 from gdpr import cli
 from gdpr.model import load_register
 from gdpr.purge import PurgeError, purge_table, snapshots_of
 from gdpr.subjects import access_export, check_aggregates, decrypted_row, erase_rows, find_rows
-from jobs.keyring import KeyRing, envelope_header, new_keyring, save_keyring
 from tests.factories import generated_profiles
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

@@ -9,8 +9,8 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from jobs.config import ConfigError
-from jobs.keyring import DecryptionError, KeyRing, load_keyring, new_keyring, rotated, save_keyring
+from bdf.config import ConfigError
+from bdf.keyring import DecryptionError, KeyRing, load_keyring, new_keyring, rotated, save_keyring
 from jobs.keys_cli import main
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import load_settings
+from bdf.config import load_settings
 from jobs.quarantine import QuarantinedMessage, QuarantineError, add_to_quarantine, load_quarantine
 
 CRASHING = QuarantinedMessage("user_profiles", 0, 1209, "crash loop: Cassandra refuses the user id")

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from jobs.keyring import DecryptionError, rotated
-from jobs.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
+from bdf.keyring import DecryptionError, rotated
+from bdf.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
 from jobs.transform import (
     ENCRYPTED_COLUMNS,
     FIELD_TREATMENT,

@@ -19,20 +19,25 @@ import sys
 import time
 
 from cassandra import AuthenticationFailed
-from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import NoHostAvailable, Session
+
+# The project's venv (bdf_python, on every host) runs this script: the one client factory.
+from bdf.clients import cassandra_cluster
+from bdf.config import CassandraConnection, Credentials
 
 DEFAULT_SUPERUSER = ("cassandra", "cassandra")
 
 
 def connect(request: dict, username: str, password: str) -> Session:
-    cluster = Cluster(
-        request["hosts"],
+    connection = CassandraConnection(
+        hosts=request["hosts"],
         port=request["port"],
-        auth_provider=PlainTextAuthProvider(username, password),
-        connect_timeout=10,
+        local_datacenter=request["datacenter"],
+        tls=request.get("tls", False),
+        ca_file=request.get("ca_file"),
     )
-    return cluster.connect()
+    credentials = Credentials(username=username, password=password)
+    return cassandra_cluster(connection, credentials, connect_timeout=10).connect()
 
 
 def is_auth_failure(error: Exception) -> bool:

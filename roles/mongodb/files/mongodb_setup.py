@@ -14,23 +14,28 @@ import time
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
+# The project's venv (bdf_python, on every host) runs this script: the one client factory.
+from bdf.clients import mongo_client
+from bdf.config import Credentials, MongoConnection
 from jobs.aggregates import AGGREGATE_COLLECTIONS, BATCHES_COLLECTION
 
 
-def client(request: dict, **auth: str) -> MongoClient:
-    return MongoClient(request["host"], request["port"], serverSelectionTimeoutMS=5000, **auth)
+def client(request: dict, host: str, credentials: Credentials | None) -> MongoClient:
+    connection = MongoConnection(
+        hosts=[f"{host}:{request['port']}"],
+        auth_source="admin",
+        tls=request.get("tls", False),
+        ca_file=request.get("ca_file"),
+    )
+    options = {"authMechanism": "SCRAM-SHA-256"} if credentials else {}
+    return mongo_client(connection, credentials, serverSelectionTimeoutMS=5000, **options)
 
 
 def admin_client(request: dict, actions: list[str]) -> MongoClient:
-    auth = {
-        "username": request["admin_user"],
-        "password": request["admin_password"],
-        "authSource": "admin",
-        "authMechanism": "SCRAM-SHA-256",
-    }
+    credentials = Credentials(username=request["admin_user"], password=request["admin_password"])
     deadline = time.monotonic() + 120
     while True:
-        admin = client(request, **auth)
+        admin = client(request, request["host"], credentials)
         try:
             admin.admin.command("ping")
             admin.admin.command("listDatabases", nameOnly=True)
@@ -39,7 +44,7 @@ def admin_client(request: dict, actions: list[str]) -> MongoClient:
             if not request["with_roles"]:
                 raise
             # mongod, first run: the localhost exception allows creating the first user.
-            local = MongoClient("127.0.0.1", request["port"], serverSelectionTimeoutMS=5000)
+            local = client(request, "127.0.0.1", None)
             local.admin.command(
                 "createUser", request["admin_user"], pwd=request["admin_password"], roles=["root"]
             )

@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_ENV = "BDF_CONFIG"
 ENV_PREFIX = "BDF__"
@@ -34,15 +42,14 @@ class Credentials(_Section):
     password: str = Field(min_length=1, repr=False)
 
 
-class KafkaSettings(_Section):
+class KafkaConnection(_Section):
+    """How to reach and trust the brokers (what ``bdf.clients`` needs besides a login)."""
+
     bootstrap_servers: list[str] = Field(min_length=1)
     security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
-    credentials_file: Path
-    ca_file: Path | None = None
-    topic: str = "user_profiles"
-    dead_letter_topic: str = "user_profiles_dlq"
-    consumer_group_prefix: str = "user-profiles-stream"
+    # The deployment's CA (PEM): every client verifies the brokers' certificates against it.
+    ca_file: Path | None = Field(default=None, validate_default=True)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -53,22 +60,70 @@ class KafkaSettings(_Section):
                 raise ValueError(f"{server!r} is not host:port")
         return servers
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_with_tls(cls, ca_file: Path | None, info: ValidationInfo) -> Path | None:
+        return _required_with_tls(ca_file, info.data.get("security_protocol") == "SASL_SSL", "SASL_SSL")
 
-class CassandraSettings(_Section):
+
+class KafkaSettings(KafkaConnection):
+    credentials_file: Path
+    topic: str = "user_profiles"
+    dead_letter_topic: str = "user_profiles_dlq"
+    consumer_group_prefix: str = "user-profiles-stream"
+
+
+def _required_with_tls(value: Path | None, tls: bool, what: str) -> Path | None:
+    if tls and value is None:
+        raise ValueError(f"required with {what}: the CA file (PEM) that signed the servers' certificates")
+    return value
+
+
+class _TlsSwitch(_Section):
+    """``tls`` and the CA (PEM) every client then verifies the servers' certificates against."""
+
+    tls: bool = False
+    ca_file: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_with_tls(cls, ca_file: Path | None, info: ValidationInfo) -> Path | None:
+        return _required_with_tls(ca_file, bool(info.data.get("tls")), "tls = true")
+
+
+class CassandraConnection(_TlsSwitch):
     hosts: list[str] = Field(min_length=1)
     port: int = Field(default=9042, gt=0, lt=65536)
     local_datacenter: str = "datacenter1"
+
+
+class CassandraSettings(CassandraConnection):
     keyspace: str = "user_profiles"
     table: str = "profiles"
     credentials_file: Path
+    # The Spark Cassandra Connector cannot read PEM: with tls it needs the same CA in a
+    # PKCS12 trust store, and the store's password in a file (mode 0600).
+    truststore_file: Path | None = None
+    truststore_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _truststore_with_tls(self) -> CassandraSettings:
+        if self.tls and (self.truststore_file is None or self.truststore_password_file is None):
+            raise ValueError(
+                "tls = true needs truststore_file and truststore_password_file (a PKCS12 trust store"
+                " holding ca_file, for the Spark Cassandra Connector)"
+            )
+        return self
 
 
-class MongoSettings(_Section):
+class MongoConnection(_TlsSwitch):
     hosts: list[str] = Field(min_length=1, description="host:port of each member")
-    database: str = "user_profiles"
     auth_source: str = "admin"
+
+
+class MongoSettings(MongoConnection):
+    database: str = "user_profiles"
     credentials_file: Path
-    tls: bool = False
 
 
 class KeySettings(_Section):

@@ -36,7 +36,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from jobs.config import ConfigError, check_private
+from bdf.config import ConfigError, check_private
 
 ENVELOPE_VERSION = 1
 KEY_BYTES = 32
