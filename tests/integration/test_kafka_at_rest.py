@@ -11,6 +11,7 @@ chance.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from jobs.randomuser_server import generate_users
@@ -59,13 +60,14 @@ def _every_record(topic: str) -> list:
 
 
 def _holding(records: list, needles: set[bytes]) -> list[str]:
+    """Positions of the records whose value, key or a header holds one of ``needles``."""
+    pattern = re.compile(b"|".join(re.escape(needle) for needle in sorted(needles)))
     found = []
     for record in records:
         fields = [record.value() or b"", record.key() or b""]
         fields += [value or b"" for _, value in record.headers() or ()]
-        for needle in needles:
-            if any(needle in field for field in fields):
-                found.append(f"{record.topic()}:{record.partition()}:{record.offset()}")
+        if any(pattern.search(field) for field in fields):
+            found.append(f"{record.topic()}:{record.partition()}:{record.offset()}")
     return found
 
 
