@@ -13,11 +13,17 @@ The key file is JSON, mode 0600, owned by the service user::
 
     {"format": 1, "active_key_id": 2,
      "encryption_keys": {"1": "<base64>", "2": "<base64>"},
-     "pseudonym_key": "<base64>"}
+     "pseudonym_key": "<base64>",
+     "active_message_key_id": 2, "message_keys": {"1": "<base64>", "2": "<base64>"}}
 
 Rotation adds a key and makes it active; older ids stay to decrypt older rows. The
 pseudonym key is not rotated: it makes the email pseudonym stable so that a data
 subject can always be found again.
+
+The message keys (``jobs.message_crypto``: Kafka message values) are a family of their
+own, so the producer's host can be given them without the column keys. Files written
+before they existed have none: ``bdf-keys rotate`` (or ``add-message-key``) adds them,
+nothing else does.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import json
 import os
 import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -62,6 +68,9 @@ class KeyRing:
     active_key_id: int
     encryption_keys: dict[int, bytes]
     pseudonym_key: bytes
+    # Kafka message value keys (jobs.message_crypto); empty in files older than them.
+    message_keys: dict[int, bytes] = field(default_factory=dict)
+    active_message_key_id: int | None = None
 
     @property
     def active_key(self) -> bytes:
@@ -105,30 +114,55 @@ class KeyRing:
         return plain.decode("utf-8")
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": 1,
-                "active_key_id": self.active_key_id,
-                "encryption_keys": {
-                    str(kid): base64.b64encode(key).decode()
-                    for kid, key in sorted(self.encryption_keys.items())
-                },
-                "pseudonym_key": base64.b64encode(self.pseudonym_key).decode(),
-            },
-            indent=2,
-        )
+        data: dict[str, object] = {
+            "format": 1,
+            "active_key_id": self.active_key_id,
+            "encryption_keys": encoded_keys(self.encryption_keys),
+            "pseudonym_key": base64.b64encode(self.pseudonym_key).decode(),
+        }
+        if self.message_keys:
+            data |= message_part(self)
+        return json.dumps(data, indent=2)
+
+
+def encoded_keys(keys: dict[int, bytes]) -> dict[str, str]:
+    return {str(kid): base64.b64encode(key).decode() for kid, key in sorted(keys.items())}
+
+
+def message_part(ring: KeyRing) -> dict[str, object]:
+    """The message keys alone, as the key file writes them (what a producer host gets)."""
+    return {
+        "active_message_key_id": ring.active_message_key_id,
+        "message_keys": encoded_keys(ring.message_keys),
+    }
 
 
 def new_keyring() -> KeyRing:
-    return KeyRing(1, {1: secrets.token_bytes(KEY_BYTES)}, secrets.token_bytes(KEY_BYTES))
+    key = lambda: secrets.token_bytes(KEY_BYTES)  # noqa: E731
+    return KeyRing(1, {1: key()}, key(), {1: key()}, 1)
+
+
+def _next_id(keys: dict[int, bytes]) -> int:
+    new_id = max(keys, default=0) + 1
+    if new_id > 0xFFFF:
+        raise ConfigError("no key id left (65535 rotations); re-encrypt and retire old keys")
+    return new_id
+
+
+def with_new_message_key(ring: KeyRing) -> KeyRing:
+    """``ring`` with a new active message key (the first one in an older file)."""
+    new_id = _next_id(ring.message_keys)
+    keys = {**ring.message_keys, new_id: secrets.token_bytes(KEY_BYTES)}
+    return KeyRing(ring.active_key_id, ring.encryption_keys, ring.pseudonym_key, keys, new_id)
 
 
 def rotated(ring: KeyRing) -> KeyRing:
-    new_id = max(ring.encryption_keys) + 1
-    if new_id > 0xFFFF:
-        raise ConfigError("no key id left (65535 rotations); re-encrypt and retire old keys")
+    """A new column key and a new message key, both active; old ids keep decrypting."""
+    new_id = _next_id(ring.encryption_keys)
     keys = {**ring.encryption_keys, new_id: secrets.token_bytes(KEY_BYTES)}
-    return KeyRing(new_id, keys, ring.pseudonym_key)
+    return with_new_message_key(
+        KeyRing(new_id, keys, ring.pseudonym_key, ring.message_keys, ring.active_message_key_id)
+    )
 
 
 class Relation(StrEnum):
@@ -140,12 +174,27 @@ class Relation(StrEnum):
     CONFLICT = "conflict"  # neither descends from the other: never pick one silently
 
 
-def _extends(newer: KeyRing, older: KeyRing) -> bool:
-    """True when ``newer`` is ``older`` rotated one or more times."""
+def _family_extends(newer: dict[int, bytes], older: dict[int, bytes], same_active: bool) -> bool:
+    """``newer`` holds every id of ``older`` with the same material, and only newer ids
+    besides; with no new id, the same one is active."""
+    added = newer.keys() - older.keys()
     return (
-        newer.encryption_keys.keys() > older.encryption_keys.keys()
-        and all(newer.encryption_keys[kid] == key for kid, key in older.encryption_keys.items())
-        and min(newer.encryption_keys.keys() - older.encryption_keys.keys()) > max(older.encryption_keys)
+        newer.keys() >= older.keys()
+        and all(newer[kid] == key for kid, key in older.items())
+        and (min(added) > max(older, default=0) if added else same_active)
+    )
+
+
+def _extends(newer: KeyRing, older: KeyRing) -> bool:
+    """True when ``newer`` is ``older`` rotated (or given message keys) one or more times."""
+    return (
+        newer != older
+        and _family_extends(
+            newer.encryption_keys, older.encryption_keys, newer.active_key_id == older.active_key_id
+        )
+        and _family_extends(
+            newer.message_keys, older.message_keys, newer.active_message_key_id == older.active_message_key_id
+        )
     )
 
 
@@ -159,23 +208,28 @@ def compare_keyrings(first: KeyRing, second: KeyRing) -> tuple[Relation, str]:
         return Relation.FIRST_NEWER, f"the first adds key ids {_new_ids(first, second)}"
     if _extends(second, first):
         return Relation.SECOND_NEWER, f"the second adds key ids {_new_ids(second, first)}"
-    clashing = sorted(
-        kid
-        for kid in first.encryption_keys.keys() & second.encryption_keys.keys()
-        if first.encryption_keys[kid] != second.encryption_keys[kid]
-    )
+    clashing = _clashing(first.encryption_keys, second.encryption_keys)
     if clashing:
         return Relation.CONFLICT, f"key ids {clashing} have different material"
-    if first.encryption_keys == second.encryption_keys:
+    clashing = _clashing(first.message_keys, second.message_keys)
+    if clashing:
+        return Relation.CONFLICT, f"message key ids {clashing} have different material"
+    if (first.encryption_keys, first.message_keys) == (second.encryption_keys, second.message_keys):
         return Relation.CONFLICT, "same keys, different active key id"
     return Relation.CONFLICT, "neither is a rotation of the other"
 
 
-def _new_ids(newer: KeyRing, older: KeyRing) -> list[int]:
-    return sorted(newer.encryption_keys.keys() - older.encryption_keys.keys())
+def _clashing(first: dict[int, bytes], second: dict[int, bytes]) -> list[int]:
+    return sorted(kid for kid in first.keys() & second.keys() if first[kid] != second[kid])
 
 
-def _decode_key(value: object, where: str, path: Path) -> bytes:
+def _new_ids(newer: KeyRing, older: KeyRing) -> str:
+    ids = sorted(newer.encryption_keys.keys() - older.encryption_keys.keys())
+    message_ids = sorted(newer.message_keys.keys() - older.message_keys.keys())
+    return f"{ids}" + (f" and message key ids {message_ids}" if message_ids else "")
+
+
+def decode_key(value: object, where: str, path: Path) -> bytes:
     try:
         key = base64.b64decode(str(value), validate=True)
     except ValueError:
@@ -191,10 +245,11 @@ def load_keyring(path: Path) -> KeyRing:
         data = json.loads(path.read_text(encoding="utf-8"))
         active = int(data["active_key_id"])
         keys = {
-            int(kid): _decode_key(v, f"encryption_keys.{kid}", path)
+            int(kid): decode_key(v, f"encryption_keys.{kid}", path)
             for kid, v in data["encryption_keys"].items()
         }
-        pseudonym_key = _decode_key(data["pseudonym_key"], "pseudonym_key", path)
+        pseudonym_key = decode_key(data["pseudonym_key"], "pseudonym_key", path)
+        message_keys, active_message = decode_message_keys(data, path)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     except KeyError as exc:
@@ -203,7 +258,18 @@ def load_keyring(path: Path) -> KeyRing:
         raise ConfigError(f"{path}: malformed key file: {exc}") from None
     if active not in keys:
         raise ConfigError(f"{path}: active_key_id {active} has no entry in encryption_keys")
-    return KeyRing(active, keys, pseudonym_key)
+    return KeyRing(active, keys, pseudonym_key, message_keys, active_message)
+
+
+def decode_message_keys(data: dict, path: Path) -> tuple[dict[int, bytes], int | None]:
+    """The message keys of a key file's JSON (none in older files)."""
+    if "message_keys" not in data:
+        return {}, None
+    keys = {int(kid): decode_key(v, f"message_keys.{kid}", path) for kid, v in data["message_keys"].items()}
+    active = int(data["active_message_key_id"])
+    if active not in keys:
+        raise ConfigError(f"{path}: active_message_key_id {active} has no entry in message_keys")
+    return keys, active
 
 
 def save_keyring(ring: KeyRing, path: Path) -> None:

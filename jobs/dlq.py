@@ -17,6 +17,11 @@ The topic is read from its first to its last offset with assigned partitions: no
 consumer group is joined and no offset is committed, so reading changes nothing.
 ``--unmask``, ``replay`` and ``quarantine`` append one JSON line each to the audit log
 (who, when, which offsets, where to): never a key or a payload.
+
+Dead letters are encrypted like the raw topic (``jobs.message_crypto``): ``show`` opens
+them with the configuration's key file (``keys.key_file``: on the Spark host, readable by
+root and the job's account only), then masks as before; ``replay`` re-publishes the
+encrypted bytes as they are, so ``count``, ``list`` and ``replay`` need no key.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from jobs.dead_letter import (
     SOURCE_PARTITION_HEADER,
     SOURCE_TOPIC_HEADER,
 )
+from jobs.message_crypto import MessageError, MessageKeys, load_message_keys
 from jobs.quarantine import QuarantinedMessage, QuarantineError, add_to_quarantine
 
 log = logging.getLogger("bdf.dlq")
@@ -256,6 +262,18 @@ def mask_key(key: bytes | None) -> str | None:
         return describe_text(key.decode("utf-8"))
     except UnicodeDecodeError:
         return f"<bytes {len(key)}: not UTF-8>"
+
+
+def opened_payload(letter: DeadLetter, keys: MessageKeys, default_topic: str) -> tuple[bytes | None, str]:
+    """The plaintext of a dead letter and how it was stored: 'encrypted (message key id N)',
+    or why it is shown as stored (a dead letter written before encryption, another key)."""
+    if letter.value is None:
+        return None, "none"
+    try:
+        plain = keys.open(letter.value, letter.source_topic or default_topic)
+    except MessageError as exc:
+        return letter.value, f"shown as stored: {exc}"
+    return plain, f"encrypted (message key id {int.from_bytes(letter.value[1:3], 'big')})"
 
 
 def unmasked(raw: bytes | None) -> str | None:
@@ -501,6 +519,11 @@ class Options:
     def dead_letters(self) -> DeadLetterTopic:
         return open_dead_letters(self.kafka(), self.credentials(), self.timeout)
 
+    def message_keys(self) -> MessageKeys:
+        settings = load_settings(self.config_path)
+        settings.require("keys")
+        return load_message_keys(settings.keys.key_file)
+
 
 pass_options = click.make_pass_decorator(Options)
 
@@ -646,13 +669,18 @@ def list_letters(options: Options, reason: str | None, limit: int) -> None:
 )
 @subcommand
 def show(options: Options, position: tuple[int, int], unmask: bool) -> None:
-    """One dead letter: where it came from, why, and its payload's shape (values masked)."""
+    """One dead letter: where it came from, why, and its payload's shape (values masked).
+
+    The payload is decrypted first, with the configuration's key file (keys.key_file).
+    """
+    keys = options.message_keys()
     topic = options.dead_letters()
     try:
         letter = topic.fetch(*position)
     finally:
         topic.close()
-    entry = letter.summary()
+    payload, stored_as = opened_payload(letter, keys, options.kafka().topic)
+    entry = letter.summary() | {"stored": stored_as}
     if unmask:
         click.confirm(
             f"The payload of {topic.topic} {letter.position} may hold personal data in plain text."
@@ -668,9 +696,9 @@ def show(options: Options, position: tuple[int, int], unmask: bool) -> None:
                 dlq_partition=letter.partition,
                 dlq_offset=letter.offset,
             )
-        entry |= {"masked": False, "key": unmasked(letter.key), "payload": unmasked(letter.value)}
+        entry |= {"masked": False, "key": unmasked(letter.key), "payload": unmasked(payload)}
     else:
-        entry |= {"masked": True, "key": mask_key(letter.key), "payload": mask_payload(letter.value)}
+        entry |= {"masked": True, "key": mask_key(letter.key), "payload": mask_payload(payload)}
     options.emit(json.dumps(entry, indent=2, ensure_ascii=True), entry)
 
 

@@ -1,10 +1,11 @@
-"""Producer: randomuser.me API 1.4 -> Kafka, one JSON profile per message keyed by login.uuid.
+"""Producer: randomuser.me API 1.4 -> Kafka, one encrypted JSON profile per message keyed by login.uuid.
 
 Pulls batches (``results=batch_size``; ``seed`` + ``page`` when a seed is configured),
 retries transient failures with exponential backoff and jitter, keeps under
 ``max_requests_per_second`` (retries included) and publishes each user without the
 account secrets (``login.password``, ``salt`` and hashes), so they are never at rest in
-Kafka; everything else is published as the API gave it.
+Kafka; everything else is published as the API gave it, sealed under the deployment's
+active message key (``jobs.message_crypto``), so Kafka holds no readable personal data.
 A batch is published whole or not at all: a short, truncated or unparsable answer is
 fetched again, never half-used. Logs carry counts only, never profile contents.
 
@@ -41,6 +42,7 @@ from bdf.config import (
 )
 from bdf.logs import setup_logging
 from jobs.cli_options import config_option, verbose_option
+from jobs.message_crypto import MessageKeys, load_message_keys
 
 log = logging.getLogger("bdf.producer")
 
@@ -240,6 +242,30 @@ class KafkaPublisher:
             log.error("%d messages undelivered after %.0fs", remaining, self.flush_timeout)
 
 
+class SealingPublisher:
+    """Seals every value for ``topic`` before ``publisher`` sends it: the only way the
+    producer publishes."""
+
+    def __init__(self, publisher: Publisher, keys: MessageKeys, topic: str) -> None:
+        self._publisher = publisher
+        self._keys = keys
+        self._topic = topic
+
+    @property
+    def sent(self) -> int:
+        return self._publisher.sent
+
+    @property
+    def failed(self) -> int:
+        return self._publisher.failed
+
+    def publish(self, key: str | None, value: bytes) -> None:
+        self._publisher.publish(key, self._keys.seal(value, self._topic))
+
+    def flush(self) -> None:
+        self._publisher.flush()
+
+
 def open_publisher(kafka: KafkaSettings) -> Publisher:
     """The Kafka publisher for these settings; ConfigError for unusable credentials or settings."""
     config = kafka_config(kafka, load_credentials(kafka.credentials_file))
@@ -375,8 +401,9 @@ def main(config_path: Path | None, count: int, progress_interval: float, verbose
     setup_logging(verbose)
     try:
         settings = load_settings(config_path)
-        settings.require("kafka")
-        publisher = open_publisher(settings.kafka)
+        settings.require("kafka", "keys")
+        keys = load_message_keys(settings.keys.key_file)
+        publisher = SealingPublisher(open_publisher(settings.kafka), keys, settings.kafka.topic)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)

@@ -121,14 +121,12 @@ class ProfileBatchWriter:
         dead_letters: DeadLetterSink,
         aggregate_input: AggregateInputSink,
         batches: BatchRecorder,
-        max_message_bytes: int,
         stopping: threading.Event | None = None,
     ) -> None:
         self._profiles = profiles
         self._dead_letters = dead_letters
         self._aggregate_input = aggregate_input
         self._batches = batches
-        self._max_message_bytes = max_message_bytes
         self._stopping = stopping or threading.Event()
 
     def __call__(self, prepared: DataFrame, batch_id: int) -> None:
@@ -163,7 +161,7 @@ class ProfileBatchWriter:
         observed = observation.get
         received, dead_lettered = observed["received"], observed["dead_lettered"]
         if dead_lettered:
-            self._dead_letters.write(rejected_messages(prepared, self._max_message_bytes))
+            self._dead_letters.write(rejected_messages(prepared))
         self._aggregate_input.write(batch_id, observed["aggregate_input"])
         counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
@@ -391,7 +389,6 @@ def run(settings: Settings) -> None:
         KafkaDeadLetterSink(settings.kafka),
         AggregateInputSpool(checkpoint_folder(stream, AGGREGATE_INPUT_FOLDER)),
         outbox,
-        stream.max_message_bytes,
         stopping,
     )
     aggregate_writer = AggregateBatchWriter(store, outbox, stopping)
@@ -399,7 +396,13 @@ def run(settings: Settings) -> None:
     _stop_on_sigterm(queries, stopping)
     log.info(
         "stream job started",
-        extra={"fields": {"topic": settings.kafka.topic, "active_key_id": keys.active_key_id}},
+        extra={
+            "fields": {
+                "topic": settings.kafka.topic,
+                "active_key_id": keys.active_key_id,
+                "active_message_key_id": keys.active_message_key_id,
+            }
+        },
     )
     spark.streams.awaitAnyTermination()
     stopping.set()

@@ -1,6 +1,7 @@
 """The GDPR transformation, as plain ``DataFrame -> DataFrame`` functions.
 
-Chain: Kafka messages -> ``parse_messages`` (profile struct + rejection reason) ->
+Chain: Kafka messages (values sealed by the producer, ``jobs.message_crypto``) ->
+``parse_messages`` (opened in the JVM, profile struct + rejection reason) ->
 ``normalized_columns`` (plain-text working columns, never stored) -> either
 ``protected_columns`` (the Cassandra row: personal data encrypted, secrets gone; the
 job's ``prepare`` / ``stored_rows``) or ``aggregate_facts`` / ``aggregate`` (counts
@@ -34,6 +35,7 @@ from jobs.dead_letter import (
     SOURCE_TOPIC_HEADER,
     VALUE_BYTES_HEADER,
 )
+from jobs.message_crypto import MessageKeys, opened_column, opening_failure_column, sealed_column
 
 UNKNOWN = "unknown"
 
@@ -117,39 +119,59 @@ def _iso_timestamp(column: Column) -> Column:
     return column.cast("timestamp")
 
 
-def _rejection_reason(max_message_bytes: int) -> Column:
+def _rejection_reason(max_message_bytes: int, keys: MessageKeys) -> Column:
     """Why a message cannot become a profile (``field: rule``), or null when it can.
 
     The first failing stage explains itself: an empty or oversize message is not checked
-    further; the contract (``jobs.contract``, checked in the JVM on the raw bytes) comes
+    further, nor one that cannot be opened (not encrypted, unknown key id, wrong tag);
+    the contract (``jobs.contract``, checked in the JVM on the decrypted bytes) comes
     before Spark's lenient JSON reader, whose own refusals and unreadable dates are kept
     as a last guard.
     """
     size = F.length("value")
     profile = F.col("profile")
+    empty = F.col("value").isNull() | (size == 0) | (F.length("plaintext") == 0)
     unreadable_date = (
         _iso_timestamp(profile.dob.date).isNull() | _iso_timestamp(profile.registered.date).isNull()
     )
     return F.coalesce(
-        F.when(F.col("value").isNull() | (size == 0), F.lit("message: empty")),
+        F.when(empty, F.lit("message: empty")),
         F.when(
             size > max_message_bytes,
             F.format_string("message: %d bytes, more than the limit of %d", size, F.lit(max_message_bytes)),
         ),
-        F.call_udf(CONTRACT_UDF, F.col("value")),
+        opening_failure_column(F.col("value"), F.col("plaintext"), keys),
+        F.call_udf(CONTRACT_UDF, F.col("plaintext")),
         F.when(profile[CORRUPT_RECORD_COLUMN].isNotNull(), F.lit("message: refused by Spark's JSON reader")),
         F.when(unreadable_date, F.lit("dob.date or registered.date: not a timestamp Spark reads")),
     )
 
 
-def parse_messages(messages: DataFrame, max_message_bytes: int) -> DataFrame:
-    """Kafka rows (key, value, topic, partition, offset, timestamp) + ``profile`` + ``rejection``."""
+def parse_messages(messages: DataFrame, keys: KeyRing, max_message_bytes: int) -> DataFrame:
+    """Kafka rows (key, value, topic, partition, offset, timestamp) + ``plaintext`` (the
+    opened value, null when it cannot be opened) + ``dead_letter_value`` + ``profile`` +
+    ``rejection``."""
     register_contract(messages.sparkSession)
+    message_keys = MessageKeys.of(keys)
     size_ok = F.length("value") <= max_message_bytes
-    text = F.when(size_ok, F.col("value").cast("string"))
+    text = F.when(size_ok, F.col("plaintext").cast("string"))
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD_COLUMN}
-    return messages.withColumn("profile", F.from_json(text, PARSE_SCHEMA, options)).withColumn(
-        "rejection", _rejection_reason(max_message_bytes)
+    return (
+        messages.withColumn("plaintext", opened_column(F.col("value"), F.col("topic"), message_keys))
+        .withColumn("dead_letter_value", _dead_letter_value(size_ok, message_keys, max_message_bytes))
+        .withColumn("profile", F.from_json(text, PARSE_SCHEMA, options))
+        .withColumn("rejection", _rejection_reason(max_message_bytes, message_keys))
+    )
+
+
+def _dead_letter_value(size_ok: Column, keys: MessageKeys, max_message_bytes: int) -> Column:
+    """A dead letter's value is always an envelope of its source topic: the original one
+    when it opened and fits (so a replay re-publishes it unchanged), else what was received
+    (the plaintext of an oversize one cut to the limit, an old producer's plain JSON, a
+    foreign envelope) sealed under the active message key."""
+    received = F.substring(F.coalesce("plaintext", "value"), 1, max_message_bytes)
+    return F.when(F.col("plaintext").isNotNull() & size_ok, F.col("value")).otherwise(
+        sealed_column(received, F.col("topic"), keys)
     )
 
 
@@ -162,13 +184,13 @@ def valid_profiles(parsed: DataFrame) -> DataFrame:
 MAX_DEAD_LETTER_KEY_BYTES = 256
 
 
-def rejected_messages(parsed: DataFrame, max_message_bytes: int) -> DataFrame:
-    """The dead-letter record: the original key and bytes (an oversize one cut to the limit,
-    ``dlq.value.bytes`` says how long it was), the reason and origin as headers."""
+def rejected_messages(parsed: DataFrame) -> DataFrame:
+    """The dead-letter record: the original key, the value encrypted (``_dead_letter_value``;
+    ``dlq.value.bytes`` says how long the original was), the reason and origin as headers."""
     header = lambda name, value: F.struct(F.lit(name).alias("key"), value.cast("binary").alias("value"))  # noqa: E731
     return parsed.where(F.col("rejection").isNotNull()).select(
         F.substring("key", 1, MAX_DEAD_LETTER_KEY_BYTES).alias("key"),
-        F.substring("value", 1, max_message_bytes).alias("value"),
+        F.col("dead_letter_value").alias("value"),
         F.array(
             header(REASON_HEADER, F.col("rejection")),
             header(SOURCE_TOPIC_HEADER, F.col("topic")),
@@ -286,7 +308,15 @@ def protected_columns(keys: KeyRing) -> list[Column]:
     return [columns[name].alias(name) for name in STORED_SCHEMA.fieldNames()]
 
 
-DEAD_LETTER_SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "rejection")
+DEAD_LETTER_SOURCE_COLUMNS = (
+    "key",
+    "value",
+    "dead_letter_value",
+    "topic",
+    "partition",
+    "offset",
+    "rejection",
+)
 
 
 def prepare(messages: DataFrame, keys: KeyRing, max_message_bytes: int) -> DataFrame:
@@ -296,7 +326,7 @@ def prepare(messages: DataFrame, keys: KeyRing, max_message_bytes: int) -> DataF
     building the transformation in Python. ``stored`` means nothing where ``rejection``
     is set (see ``stored_rows``).
     """
-    parsed = parse_messages(messages, max_message_bytes)
+    parsed = parse_messages(messages, keys, max_message_bytes)
     return parsed.select(*DEAD_LETTER_SOURCE_COLUMNS, *normalized_columns()).select(
         *DEAD_LETTER_SOURCE_COLUMNS, F.struct(*protected_columns(keys)).alias("stored")
     )

@@ -8,6 +8,7 @@ address is a lab machine on the project's own bridge.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import subprocess
@@ -41,6 +42,19 @@ LAB_ONLY = [
 
 def secret(name: str) -> str:
     return (SECRETS / name).read_text().strip()
+
+
+@functools.cache
+def message_keys():
+    """The deployment's message keys (the control node's key file): what the producer seals with."""
+    from jobs.message_crypto import load_message_keys
+
+    return load_message_keys(SECRETS / "profile-keys.json")
+
+
+def sealed(value: bytes | str, topic: str = TOPIC) -> bytes:
+    """``value`` as bdf-producer publishes it: sealed by the same helper, for ``topic``."""
+    return message_keys().seal(value.encode() if isinstance(value, str) else value, topic)
 
 
 def ssh(host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,9 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from bdf.keyring import KeyRing
+from jobs.message_crypto import MessageKeys
+
 KAFKA_SCHEMA = T.StructType(
     [
         T.StructField("key", T.BinaryType()),
@@ -31,9 +34,20 @@ def encode(value: Any) -> bytes | None:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def kafka_frame(spark: SparkSession, values: list[Any], topic: str = "user_profiles") -> DataFrame:
+def sealed(keys: KeyRing, value: Any, topic: str = "user_profiles") -> bytes | None:
+    """``value`` as the producer publishes it: encoded, then sealed under the message key."""
+    raw = encode(value)
+    return None if raw is None else MessageKeys.of(keys).seal(raw, topic)
+
+
+def kafka_frame(
+    spark: SparkSession, values: list[Any], keys: KeyRing | None, topic: str = "user_profiles"
+) -> DataFrame:
+    """One message per value, sealed as the producer does; ``keys=None``: the bytes as given
+    (what an old or foreign producer sends)."""
     rows = []
     for offset, value in enumerate(values):
         key = value.get("login", {}).get("uuid") if isinstance(value, dict) else None
-        rows.append((encode(key), encode(value), topic, 0, offset, PRODUCED_AT))
+        payload = encode(value) if keys is None else sealed(keys, value, topic)
+        rows.append((encode(key), payload, topic, 0, offset, PRODUCED_AT))
     return spark.createDataFrame(rows, KAFKA_SCHEMA)

@@ -241,11 +241,17 @@ def best_of(runs: int, action: Callable[[], None]) -> float:
     return min(timings)
 
 
-def transform_limit(report: Report, rows: int, spark: Any, messages: Any) -> None:
+def lab_keys() -> Any:
     from bdf.keyring import load_keyring
+
+    return load_keyring(SECRETS / "profile-keys.json")
+
+
+def transform_limit(report: Report, rows: int, spark: Any, messages: Any, keys: Any) -> None:
+    """The job's plan (messages opened, checked, encrypted) on a static DataFrame of sealed
+    messages, written nowhere."""
     from jobs.transform import prepare, stored_rows
 
-    keys = load_keyring(SECRETS / "profile-keys.json")
     stored = stored_rows(prepare(messages, keys, 1_048_576))
     seconds = best_of(3, lambda: stored.write.format("noop").mode("overwrite").save())
     report.add(
@@ -256,12 +262,16 @@ def transform_limit(report: Report, rows: int, spark: Any, messages: Any) -> Non
 # --- the naive baseline ----------------------------------------------------------------------------
 
 
-def naive_baseline(report: Report, spark: Any, messages: Any, rows: int) -> None:
-    """Row-at-a-time Python UDFs (AES-GCM per field), then one synchronous INSERT per row."""
+def naive_baseline(report: Report, spark: Any, messages: Any, rows: int, keys: Any) -> None:
+    """Row-at-a-time Python UDFs (the message opened, AES-GCM per field), then one
+    synchronous INSERT per row."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    from jobs.message_crypto import MessageKeys
+
     key = os.urandom(32)
+    message_keys = MessageKeys.of(keys)
 
     @F.udf(T.BinaryType())
     def encrypt(text: str | None) -> bytes | None:
@@ -274,7 +284,7 @@ def naive_baseline(report: Report, spark: Any, messages: Any, rows: int) -> None
 
     @F.udf(T.StringType())
     def field(value: bytes, path: str) -> str | None:
-        node: Any = json.loads(value)
+        node: Any = json.loads(message_keys.open(value, "user_profiles"))
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return None if node is None else str(node)
@@ -515,15 +525,16 @@ def main(
         source_rate(report)
     if {"limits", "naive"} & set(stages):
         spark = spark_session()
-        messages = kafka_frame_of(spark, limit_records, stamp)
+        keys = lab_keys()
+        messages = kafka_frame_of(spark, limit_records, stamp, keys)
         if "limits" in stages:
             click.echo("== raw limits", err=True)
             kafka_limits(report, limit_records, stamp)
             cassandra_limit(report, limit_records)
-            transform_limit(report, limit_records, spark, messages)
+            transform_limit(report, limit_records, spark, messages, keys)
         if "naive" in stages:
             click.echo("== naive baseline", err=True)
-            naive_baseline(report, spark, messages, naive_rows)
+            naive_baseline(report, spark, messages, naive_rows, keys)
         spark.stop()
     if {"saturation", "latency"} & set(stages):
         remote("kafka1", "systemctl stop bdf-producer")
@@ -552,11 +563,12 @@ def main(
     click.echo(f"results: {target.relative_to(REPO) if target.is_relative_to(REPO) else target}", err=True)
 
 
-def kafka_frame_of(spark: Any, rows: int, stamp: str) -> Any:
+def kafka_frame_of(spark: Any, rows: int, stamp: str, keys: Any) -> Any:
+    """Sealed as the producer publishes them."""
     from tests.messages import kafka_frame
 
     users = [json.loads(message) for message in profile_messages(rows, f"bench-static-{stamp}")]
-    return kafka_frame(spark, users).repartition(2).cache()
+    return kafka_frame(spark, users, keys).repartition(2).cache()
 
 
 def source_rate(report: Report) -> None:

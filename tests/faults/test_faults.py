@@ -28,6 +28,7 @@ from tests.lab import (
     aggregates_match_cassandra,
     eventually,
     kafka_conf,
+    sealed,
     settled,
     ssh,
     stored_of,
@@ -71,7 +72,10 @@ def _publish_steadily(profiles: list[dict], failures: list[str]) -> None:
     started = time.monotonic()
     for index, profile in enumerate(profiles):
         producer.produce(
-            TOPIC, key=profile["login"]["uuid"].encode(), value=json.dumps(profile), on_delivery=delivered
+            TOPIC,
+            key=profile["login"]["uuid"].encode(),
+            value=sealed(json.dumps(profile)),
+            on_delivery=delivered,
         )
         producer.poll(0)
         time.sleep(max(0.0, started + index / RATE_PER_SECOND - time.monotonic()))

@@ -2,7 +2,8 @@
 
 From a control node without the deployment's secrets (a fresh clone) the deploy stops
 in its guard plays, before any role runs, and the hosts keep their key file and
-passwords; a key rotated on the Spark host survives the next deploy.
+passwords; a key rotated on the Spark host survives the next deploy; message keys on the
+producer's host that the control node lacks stop it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ pytestmark = LAB_ONLY
 
 PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 KEY_FILE = "/etc/bigdataflow/secrets/profile-keys.json"
+MESSAGE_KEY_FILE = "/etc/bigdataflow/secrets/message-keys.json"  # the producer's: the message part
 JOB = "user-profiles-stream"
 # What a replaced secret would rewrite on the hosts.
 SECRET_FILES = {
@@ -30,7 +32,7 @@ SECRET_FILES = {
         "/etc/spark/spark-defaults.conf",
         "/etc/bigdataflow/deployment-secrets.json",
     ],
-    "kafka1": ["/etc/kafka/server.properties", "/etc/kafka/admin-client.properties"],
+    "kafka1": ["/etc/kafka/server.properties", "/etc/kafka/admin-client.properties", MESSAGE_KEY_FILE],
     "store1": ["/var/lib/ferretdb/setup.env", "/etc/bigdataflow/deployment-secrets.json"],
 }
 
@@ -116,3 +118,25 @@ def test_a_key_rotated_on_the_spark_host_survives_a_deploy():
     assert hashlib.sha256((SECRETS / "profile-keys.json").read_bytes()).hexdigest() == rotated
     assert ssh("spark1", f"stat -c %U:%a {KEY_FILE}").stdout.strip() == "spark:600"
     assert ssh("spark1", f"systemctl is-active {JOB}").stdout.strip() == "active"
+
+
+def test_a_producer_host_with_message_keys_the_control_node_lacks_stops_the_deploy():
+    """Its messages would be undecryptable: the guard stops before any role runs."""
+    backup = f"{MESSAGE_KEY_FILE}.test-backup"
+    extra_key = (  # a message key id 999 only this host has (key material stays on the host)
+        "import base64,json,os,sys;p=sys.argv[1];d=json.load(open(p));"
+        "d['message_keys']['999']=base64.b64encode(os.urandom(32)).decode();"
+        "d['active_message_key_id']=999;open(p,'w').write(json.dumps(d))"
+    )
+    assert ssh("kafka1", f"cp -p {MESSAGE_KEY_FILE} {backup}").returncode == 0
+    try:
+        assert ssh("kafka1", f'python3 -c "{extra_key}" {MESSAGE_KEY_FILE}').returncode == 0
+        before = _host_state()
+        result, _ = _deploy()
+        output = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0, output[-3000:]
+        assert "holds message keys that" in output and "TASK [common" not in output, output[-3000:]
+        assert _host_state() == before
+    finally:
+        assert ssh("kafka1", f"mv {backup} {MESSAGE_KEY_FILE}").returncode == 0
+    assert ssh("kafka1", "systemctl restart bdf-producer").returncode == 0

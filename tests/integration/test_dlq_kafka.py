@@ -1,8 +1,9 @@
 """bdf-dlq against a real Kafka 4.4 broker with the repository's ACLs (acl/access.yml).
 
-The stream principal writes dead letters the way the job does (original key and bytes,
-dlq.* headers); a data-engineering member counts, lists, shows and replays them with
-their own credentials, and the replayed message is read back from the source topic.
+The stream principal writes dead letters the way the job does (original key, the value
+sealed as the producer sealed it, dlq.* headers); a data-engineering member counts, lists,
+shows (decrypted with the key file, then masked) and replays them with their own
+credentials, and the replayed message, still encrypted, is read back from the source topic.
 Starts a SASL/SCRAM KRaft node on 127.0.0.1 (tests/kafka_broker.py, `make artifacts`).
 """
 
@@ -28,6 +29,8 @@ from confluent_kafka.admin import (  # noqa: E402 - after the importorskip
 )
 
 from acl.model import load_description, principal_user  # noqa: E402
+from bdf.keyring import new_keyring, save_keyring  # noqa: E402
+from jobs.message_crypto import MessageKeys, load_message_keys  # noqa: E402
 from tests.factories import generated_profiles  # noqa: E402
 from tests.kafka_broker import NEEDS_BROKER, REPO, Broker, password, running_broker  # noqa: E402
 
@@ -81,8 +84,16 @@ def _deliver(producer: confluent_kafka.Producer, topic: str, **message: object) 
 
 
 @pytest.fixture(scope="module")
-def dead_letters(broker: Broker) -> list[dict[str, object]]:
-    """Poison profiles published by the producer, dead-lettered by the stream principal."""
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "profile-keys.json"
+    save_keyring(new_keyring(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dead_letters(broker: Broker, key_file: Path) -> list[dict[str, object]]:
+    """Poison profiles published (sealed) by the producer, dead-lettered by the stream principal."""
+    keys: MessageKeys = load_message_keys(key_file)
     poison = []
     for profile in generated_profiles(2, seed="dlq-integration"):
         profile["login"]["uuid"] += "\n"
@@ -91,7 +102,8 @@ def dead_letters(broker: Broker) -> list[dict[str, object]]:
     producer = confluent_kafka.Producer(broker.client_config("producer"))
     stream = confluent_kafka.Producer(broker.client_config("stream"))
     letters = []
-    for key, value, reason in poison:
+    for key, plaintext, reason in poison:
+        value = keys.seal(plaintext, SOURCE)
         partition, offset = _deliver(producer, SOURCE, key=key, value=value)
         headers = [
             ("dlq.reason", reason.encode()),
@@ -100,12 +112,14 @@ def dead_letters(broker: Broker) -> list[dict[str, object]]:
             ("dlq.source.offset", str(offset).encode()),
         ]
         _deliver(stream, DLQ, key=key, value=value, headers=headers)
-        letters.append({"key": key, "value": value, "reason": reason, "source_offset": offset})
+        letters.append(
+            {"key": key, "value": value, "plaintext": plaintext, "reason": reason, "source_offset": offset}
+        )
     return letters
 
 
 @pytest.fixture(scope="module")
-def config(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def config(broker: Broker, key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("dlq-config")
     for user in (MEMBER, "stream"):
         credentials = folder / f"kafka-{user}.toml"
@@ -115,11 +129,14 @@ def config(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(
         f'[kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\n'
         f'credentials_file = "{folder / f"kafka-{MEMBER}.toml"}"\n'
+        f'[keys]\nkey_file = "{key_file}"\n'
     )
     return path
 
 
-def bdf_dlq(config: Path, *args: str, credentials: str = MEMBER) -> subprocess.CompletedProcess:
+def bdf_dlq(
+    config: Path, *args: str, credentials: str = MEMBER, input: str | None = None
+) -> subprocess.CompletedProcess:
     options = [
         "--config",
         str(config),
@@ -131,6 +148,7 @@ def bdf_dlq(config: Path, *args: str, credentials: str = MEMBER) -> subprocess.C
         [sys.executable, "-m", "jobs.dlq", *options, *args],
         capture_output=True,
         text=True,
+        input=input,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=180,
@@ -162,11 +180,18 @@ def test_show_masks_the_personal_data(config, dead_letters):
     shown = bdf_dlq(config, "show", "0:0", "--json")
     assert shown.returncode == 0, shown.stderr
     entry = json.loads(shown.stdout)
-    assert entry["masked"] is True
+    assert (entry["masked"], entry["stored"]) == (True, "encrypted (message key id 1)")
     assert entry["payload"]["value"]["login"]["uuid"].startswith("<text 37: control characters")
-    profile = json.loads(dead_letters[0]["value"])
+    profile = json.loads(dead_letters[0]["plaintext"])
     for secret in (profile["email"], profile["name"]["last"], profile["login"]["uuid"].strip()):
         assert secret not in shown.stdout
+        assert secret.encode() not in dead_letters[0]["value"]  # nor in the topic
+
+
+def test_show_unmask_decrypts_for_the_team_member(config, dead_letters):
+    shown = bdf_dlq(config, "show", "0:2", "--unmask", "--json", input="y\n")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["payload"] == dead_letters[2]["plaintext"].decode()
 
 
 def test_the_stream_principal_may_not_read_the_dead_letters(config, dead_letters):
@@ -198,11 +223,12 @@ def test_replay_publishes_the_original_key_and_bytes_and_audits_it(broker, confi
     assert not message.headers()  # the dlq.* headers stay in the dead-letter topic
 
     audit_log = config.parent / "dlq-audit.jsonl"
-    (line,) = [json.loads(text) for text in audit_log.read_text().splitlines()]
+    lines = [json.loads(text) for text in audit_log.read_text().splitlines()]
+    (line,) = [line for line in lines if line["action"] != "dlq_unmask"]
     assert line["action"] == "dlq_replay"
     assert (line["principal"], line["dlq_topic"], line["dlq_offset"]) == (MEMBER, DLQ, 0)
     assert (line["to_topic"], line["to_offset"]) == (SOURCE, result["offset"])
-    profile = json.loads(dead_letters[0]["value"])
+    profile = json.loads(dead_letters[0]["plaintext"])
     assert profile["email"] not in audit_log.read_text()
     assert profile["login"]["uuid"].strip() not in audit_log.read_text()
 

@@ -25,7 +25,9 @@ from tests.lab import (
     erased_rows,
     eventually,
     kafka_conf,
+    message_keys,
     restarts,
+    sealed,
     service_active,
     ssh,
 )
@@ -170,7 +172,7 @@ def test_malformed_message_lands_in_the_dead_letter_topic_with_its_reason():
 
     marker = f"bad-{uuid.uuid4()}".encode()
     producer = Producer(kafka_conf("producer"))
-    producer.produce(TOPIC, key=marker, value=b"this is not json")
+    producer.produce(TOPIC, key=marker, value=sealed(b"this is not json"))
     assert producer.flush(30) == 0
 
     consumer = Consumer(
@@ -187,7 +189,8 @@ def test_malformed_message_lands_in_the_dead_letter_topic_with_its_reason():
     try:
         letter = eventually(our_letter, 180, "the dead letter")
         headers = {k: v.decode() for k, v in letter.headers()}
-        assert letter.value() == b"this is not json"
+        assert b"not json" not in letter.value(), "a dead letter is encrypted like the raw topic"
+        assert message_keys().open(letter.value(), TOPIC) == b"this is not json"
         assert headers["dlq.reason"].startswith("message: not valid JSON (line 1, column ")
         assert headers["dlq.source.topic"] == TOPIC
     finally:

@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from jobs.contract import GENDERS, NATIONALITIES
+from jobs.message_crypto import MessageKeys
 from tests.factories import generated_profiles
 from tests.factories import with_value as _with
 from tests.lab import (
@@ -25,7 +26,9 @@ from tests.lab import (
     aggregates_match_cassandra,
     eventually,
     kafka_conf,
+    message_keys,
     restarts,
+    sealed,
     settled,
     ssh,
     stored_of,
@@ -35,11 +38,14 @@ pytestmark = LAB_ONLY
 STREAM_UNIT = "user-profiles-stream"
 
 
-def _poison(base: dict) -> dict[str, tuple[bytes, str]]:
-    """Each poison message seen on the lab (and a few more), with the reason it must get."""
+def _poison(base: dict) -> dict[str, tuple[bytes, bytes, str]]:
+    """Each poison message seen on the lab (and a few more): (plaintext, the bytes published,
+    the reason it must get). The contract's poison is sealed by the producer's own helper;
+    the rest cannot be opened (an old producer's plain JSON, a retired or foreign key, a
+    value sealed for another topic, a tampered one)."""
     fresh = _with(base, "login.uuid", str(uuid.uuid4()))
     as_json = lambda profile: json.dumps(profile, ensure_ascii=False).encode()  # noqa: E731
-    return {
+    contract = {
         "uuid-newline": (
             as_json(_with(fresh, "login.uuid", str(uuid.uuid4()) + "\n")),
             "login.uuid: longer than",
@@ -56,12 +62,23 @@ def _poison(base: dict) -> dict[str, tuple[bytes, str]]:
         "trailing-junk": (as_json(fresh) + b"}", "message: not valid JSON"),
         "unknown-nat": (as_json(_with(fresh, "nat", "ZZ")), "nat: not one of the allowed values"),
     }
+    plain = as_json(_with(fresh, "login.uuid", str(uuid.uuid4())))
+    foreign_key = MessageKeys(0xFFFE, {0xFFFE: bytes(32)}).seal(plain, TOPIC)
+    tampered = bytearray(sealed(plain))
+    tampered[-1] ^= 0x01
+    return {
+        **{name: (value, sealed(value), reason) for name, (value, reason) in contract.items()},
+        "plain-json": (plain, plain, "message: not encrypted"),
+        "unknown-key-id": (plain, foreign_key, "message: unknown key id 65534"),
+        "other-topic": (plain, sealed(plain, "another_topic"), "message: cannot be decrypted"),
+        "tampered": (plain, bytes(tampered), "message: cannot be decrypted"),
+    }
 
 
 def _valid_uuid_poison(markers: dict) -> list[tuple[bytes, str]]:
     """The poison messages that are JSON objects with a canonical login.uuid: never stored."""
     chosen = []
-    for value, reason in markers.values():
+    for value, _published, reason in markers.values():
         try:
             profile = json.loads(value)
             uuid.UUID(profile["login"]["uuid"])
@@ -72,21 +89,21 @@ def _valid_uuid_poison(markers: dict) -> list[tuple[bytes, str]]:
     return chosen
 
 
-def _dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, dict[str, str]]:
-    """The dead letters keyed by one of ``markers``: headers by key (read as the admin)."""
+def _dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, tuple[dict[str, str], bytes]]:
+    """The dead letters keyed by one of ``markers``: (headers, value) by key (read as the admin)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
         kafka_conf("admin") | {"group.id": f"poison-check-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([DLQ])
-    found: dict[bytes, dict[str, str]] = {}
+    found: dict[bytes, tuple[dict[str, str], bytes]] = {}
     try:
         deadline = time.monotonic() + timeout
         while set(found) != markers and time.monotonic() < deadline:
             message = consumer.poll(2)
             if message is not None and not message.error() and message.key() in markers:
-                found[message.key()] = {k: v.decode() for k, v in message.headers()}
+                found[message.key()] = ({k: v.decode() for k, v in message.headers()}, message.value())
     finally:
         consumer.close()
     return found
@@ -98,7 +115,7 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
     run = uuid.uuid4().hex[:8]
     valid = generated_profiles(200, seed=f"poison-{run}")
     poison = _poison(valid[0])
-    markers = {f"poison-{run}-{name}".encode(): (value, reason) for name, (value, reason) in poison.items()}
+    markers = {f"poison-{run}-{name}".encode(): entry for name, entry in poison.items()}
 
     assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
     try:
@@ -108,19 +125,24 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
         producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
         poisons = list(markers.items())
         for index, profile in enumerate(valid):
-            producer.produce(TOPIC, key=profile["login"]["uuid"].encode(), value=json.dumps(profile).encode())
+            producer.produce(TOPIC, key=profile["login"]["uuid"].encode(), value=sealed(json.dumps(profile)))
             if index % 20 == 10 and poisons:
-                marker, (value, _) = poisons.pop()
-                producer.produce(TOPIC, key=marker, value=value)
-        for marker, (value, _) in poisons:
-            producer.produce(TOPIC, key=marker, value=value)
+                marker, (_, published, _) = poisons.pop()
+                producer.produce(TOPIC, key=marker, value=published)
+        for marker, (_, published, _) in poisons:
+            producer.produce(TOPIC, key=marker, value=published)
         assert producer.flush(60) == 0
 
         letters = _dead_letters(set(markers), 180)
         assert set(letters) == set(markers), "some poison messages never reached the dead-letter topic"
-        for marker, headers in letters.items():
-            assert markers[marker][1] in headers["dlq.reason"], (marker, headers["dlq.reason"])
+        for marker, (headers, value) in letters.items():
+            plaintext, published, reason = markers[marker]
+            assert reason in headers["dlq.reason"], (marker, headers["dlq.reason"])
             assert headers["dlq.source.topic"] == TOPIC
+            # Encrypted like the raw topic: the original envelope, else what arrived sealed again.
+            opened = message_keys().open(value, TOPIC)
+            assert opened in (plaintext, published), marker
+            assert plaintext[:40] not in value, marker
 
         ids = [uuid.UUID(profile["login"]["uuid"]) for profile in valid]
         eventually(

@@ -43,6 +43,7 @@ from tests.lab import (
     TOPIC,
     eventually,
     kafka_conf,
+    sealed,
     secret,
     ssh,
 )
@@ -187,7 +188,7 @@ def stored(person, cassandra, keys) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     producer = Producer(kafka_conf("producer"))
-    producer.produce(TOPIC, key=person["login"]["uuid"], value=json.dumps(person).encode())
+    producer.produce(TOPIC, key=person["login"]["uuid"], value=sealed(json.dumps(person)))
     assert producer.flush(30) == 0
     [row] = eventually(lambda: rows_of(cassandra, keys.pseudonym(person["email"])), 300, "the person's row")
     return row

@@ -75,7 +75,7 @@ def sample():
 
 @pytest.mark.spark
 def test_batch_aggregates_equal_an_independent_count(spark, keys, sample):
-    valid = stored_rows(prepare(kafka_frame(spark, sample), keys, MAX_BYTES))
+    valid = stored_rows(prepare(kafka_frame(spark, sample, keys), keys, MAX_BYTES))
     store = InMemoryAggregateStore()
     store.upsert(
         [row.asDict() for row in aggregate(aggregate_facts(valid)).collect()], dt.datetime.now(dt.UTC)
@@ -85,7 +85,7 @@ def test_batch_aggregates_equal_an_independent_count(spark, keys, sample):
 
 @pytest.mark.spark
 def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, keys, sample):
-    valid = stored_rows(prepare(kafka_frame(spark, sample), keys, MAX_BYTES))
+    valid = stored_rows(prepare(kafka_frame(spark, sample, keys), keys, MAX_BYTES))
     changed = aggregate(aggregate_facts(valid))
     store = InMemoryAggregateStore()
     writer = AggregateBatchWriter(store)
@@ -109,7 +109,7 @@ def test_stream_restart_and_resent_profiles_never_double_count(spark, keys, samp
     """The profile query spools what it stored; two aggregate runs from one checkpoint,
     the second input re-sends half of the first."""
     spool = AggregateInputSpool(tmp_path / "spool")
-    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore(), MAX_BYTES)
+    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore())
     store = InMemoryAggregateStore()
 
     def run_once() -> None:
@@ -124,20 +124,20 @@ def test_stream_restart_and_resent_profiles_never_double_count(spark, keys, samp
         query.awaitTermination()
 
     first, second = sample[:250], sample[125:]
-    profile_writer(prepare(kafka_frame(spark, first), keys, MAX_BYTES), 0)
+    profile_writer(prepare(kafka_frame(spark, first, keys), keys, MAX_BYTES), 0)
     run_once()
     assert store.counts() == independent_counts(first)
-    profile_writer(prepare(kafka_frame(spark, [*second, "not json"]), keys, MAX_BYTES), 1)
+    profile_writer(prepare(kafka_frame(spark, [*second, "not json"], keys), keys, MAX_BYTES), 1)
     run_once()
     assert store.counts() == independent_counts(sample)
 
 
 @pytest.mark.spark
 def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample, tmp_path):
-    messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}])
+    messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}], keys)
     profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
     spool = AggregateInputSpool(tmp_path / "spool")
-    writer = ProfileBatchWriter(profiles, dead, spool, store, MAX_BYTES)
+    writer = ProfileBatchWriter(profiles, dead, spool, store)
     prepared = prepare(messages, keys, MAX_BYTES)
     writer(prepared, 7)
     writer(prepared, 7)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from bdf.keyring import new_keyring
 from bdf.schema import PROFILE_SCHEMA, schema_leaves
 from jobs.contract import CONTRACT, GENDERS, NATIONALITIES, contract_json
+from jobs.message_crypto import MessageKeys
 from jobs.sinks import AggregateInputSpool
 from jobs.stream import ProfileBatchWriter
 from jobs.transform import prepare
@@ -179,8 +180,8 @@ def test_fuzzed_messages_are_stored_in_meaning_or_dead_lettered_and_the_batch_ne
     values = [*valid, *batch]
     stored, dead, recorder = ListSink(), ListSink(), Recorder()
     spool = AggregateInputSpool(tmp_path_factory.mktemp("spool"))
-    writer = ProfileBatchWriter(stored, dead, spool, recorder, MAX_BYTES)
-    writer(prepare(kafka_frame(spark, values), keys, MAX_BYTES), 0)  # raises if the batch fails
+    writer = ProfileBatchWriter(stored, dead, spool, recorder)
+    writer(prepare(kafka_frame(spark, values, keys), keys, MAX_BYTES), 0)  # raises if the batch fails
 
     counts = recorder.batches[0]
     assert counts["received"] == len(values) == counts["stored"] + counts["dead_lettered"]
@@ -238,8 +239,8 @@ def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch
     poison = profiles[17]["login"]["uuid"]
     cassandra, dead, recorder = RefusingCassandra({poison}), ListSink(), Recorder()
     spool = AggregateInputSpool(tmp_path / "spool")
-    writer = ProfileBatchWriter(cassandra, dead, spool, recorder, MAX_BYTES)
-    writer(prepare(kafka_frame(spark, profiles), keys, MAX_BYTES), 3)
+    writer = ProfileBatchWriter(cassandra, dead, spool, recorder)
+    writer(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), 3)
 
     assert set(cassandra.rows) == {p["login"]["uuid"] for p in profiles} - {poison}
     (letter,) = dead.frames
@@ -248,7 +249,7 @@ def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch
     assert (
         headers["dlq.reason"] == "cassandra refused the row: IllegalArgumentException: UUID string too large"
     )
-    assert bytes(letter.value) == encode(profiles[17])
+    assert MessageKeys.of(keys).open(bytes(letter.value), "user_profiles") == encode(profiles[17])
     assert recorder.batches[3] == {"received": 30, "stored": 29, "dead_lettered": 1}
     spooled = {
         json.loads(line)["user_id"]
@@ -262,11 +263,9 @@ def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch
 def test_a_store_that_refuses_every_row_fails_the_batch_instead_of_dead_lettering_it(spark, keys, tmp_path):
     profiles = generated_profiles(4, seed="refuse-all")
     cassandra = RefusingCassandra({p["login"]["uuid"] for p in profiles})
-    writer = ProfileBatchWriter(
-        cassandra, ListSink(), AggregateInputSpool(tmp_path / "s"), Recorder(), MAX_BYTES
-    )
+    writer = ProfileBatchWriter(cassandra, ListSink(), AggregateInputSpool(tmp_path / "s"), Recorder())
     with pytest.raises(RuntimeError, match="UUID string too large"):
-        writer(prepare(kafka_frame(spark, profiles), keys, MAX_BYTES), 0)
+        writer(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), 0)
 
 
 @pytest.mark.spark
@@ -276,9 +275,9 @@ def test_a_quarantined_message_is_dead_lettered_unprocessed_with_the_operators_r
 
     profiles = generated_profiles(5, seed="quarantine")
     quarantined = [QuarantinedMessage("user_profiles", 0, 2, "crashes the Cassandra write")]
-    prepared = without_quarantined(prepare(kafka_frame(spark, profiles), keys, MAX_BYTES), quarantined)
+    prepared = without_quarantined(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), quarantined)
     stored, dead, recorder = ListSink(), ListSink(), Recorder()
-    ProfileBatchWriter(stored, dead, AggregateInputSpool(tmp_path / "s"), recorder, MAX_BYTES)(prepared, 0)
+    ProfileBatchWriter(stored, dead, AggregateInputSpool(tmp_path / "s"), recorder)(prepared, 0)
     assert {row.user_id for row in stored.frames} == {p["login"]["uuid"] for p in profiles} - {
         profiles[2]["login"]["uuid"]
     }

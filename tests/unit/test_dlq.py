@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from acl.model import load_description
+from bdf.keyring import new_keyring, save_keyring
 from jobs import dlq
 from jobs.dlq import (
     DeadLetter,
@@ -20,6 +21,7 @@ from jobs.dlq import (
     parse_position,
     parse_source_position,
 )
+from jobs.message_crypto import NOT_ENCRYPTED, MessageKeys
 from jobs.quarantine import load_quarantine
 from tests.factories import generated_profiles, leaf_values
 
@@ -171,18 +173,22 @@ def cli(tmp_path, monkeypatch):
     credentials = tmp_path / "kafka-dana.toml"
     credentials.write_text('username = "dana"\npassword = "synthetic-password"\n')
     credentials.chmod(0o600)
+    ring = new_keyring()
+    save_keyring(ring, tmp_path / "keys.json")
+    seal = MessageKeys.of(ring).seal
     config = tmp_path / "bdf.toml"
     config.write_text(
         f'[kafka]\nbootstrap_servers = ["127.0.0.1:9092"]\ncredentials_file = "{credentials}"\n'
         f'[stream]\ncheckpoint_location = "{tmp_path}/cp"\nquarantine_file = "{tmp_path}/quarantine.json"\n'
+        f'[keys]\nkey_file = "{tmp_path}/keys.json"\n'
     )
     audit_log = tmp_path / "audit.jsonl"
-    topic = FakeTopic(
+    topic = FakeTopic(  # encrypted as the job writes them, for their source topic
         [
-            letter(0, UUID_REASON, json.dumps(poison_profile()).encode()),
-            letter(1, JSON_REASON, b"{'single': 'quotes'}"),
-            letter(2, UUID_REASON, b"{}"),
-            letter(3, UUID_REASON, b"{}", source_topic="elsewhere"),
+            letter(0, UUID_REASON, seal(json.dumps(poison_profile()).encode(), "user_profiles")),
+            letter(1, JSON_REASON, seal(b"{'single': 'quotes'}", "user_profiles")),
+            letter(2, UUID_REASON, seal(b"{}", "user_profiles")),
+            letter(3, UUID_REASON, seal(b"{}", "elsewhere"), source_topic="elsewhere"),
         ]
     )
     replayer = FakeReplayer()
@@ -218,7 +224,7 @@ def test_list_filters_by_reason_and_limits_without_showing_payloads(cli):
     assert report["matching"] == 3
     assert [entry["offset"] for entry in report["entries"]] == [0, 2]
     text = cli("list").stdout
-    assert "0:1  2026-11-18T11:06:40.000Z  user_profiles:0:1001  20 B  not a JSON object" in text
+    assert "0:1  2026-11-18T11:06:40.000Z  user_profiles:0:1001  51 B  not a JSON object" in text
     assert "quotes" not in text and "synthetic-key" not in text
 
 
@@ -227,9 +233,30 @@ def test_show_masks_by_default(cli):
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown["masked"] is True
+    assert shown["stored"] == "encrypted (message key id 1)"
     assert shown["key"] == "<text 13>"
     assert shown["payload"]["value"]["login"]["uuid"].startswith("<text 37")
     assert not cli.audit_log.exists()
+
+
+def test_show_opens_a_dead_letter_with_the_key_of_its_source_topic(cli):
+    shown = json.loads(cli("show", "0:3", "--json").stdout)
+    assert (shown["stored"], shown["payload"]["format"]) == ("encrypted (message key id 1)", "JSON")
+
+
+def test_a_dead_letter_written_before_encryption_is_shown_masked_as_stored():
+    plain = letter(9, UUID_REASON, b'{"nat": "FI"}')
+    payload, stored = dlq.opened_payload(plain, MessageKeys.of(new_keyring()), "user_profiles")
+    assert (payload, stored) == (b'{"nat": "FI"}', f"shown as stored: {NOT_ENCRYPTED}")
+    other_key = letter(9, UUID_REASON, MessageKeys.of(new_keyring()).seal(b"{}", "user_profiles"))
+    payload, stored = dlq.opened_payload(other_key, MessageKeys.of(new_keyring()), "user_profiles")
+    assert (payload, stored) == (other_key.value, "shown as stored: message: cannot be decrypted")
+
+
+def test_show_without_a_key_file_is_one_clear_message(cli):
+    (cli.tmp_path / "keys.json").unlink()
+    result = cli("show", "0:0")
+    assert result.exit_code == 1 and "keys.json" in result.output and "Traceback" not in result.output
 
 
 def test_show_unmask_asks_then_records_an_audit_line_without_the_payload(cli):
@@ -271,6 +298,8 @@ def test_replay_asks_publishes_key_and_bytes_and_audits_each_message(cli):
         ("user_profiles", 0),
         ("user_profiles", 1),
     ]
+    # the encrypted bytes, unchanged: the job opens them as it would have the first time
+    assert [item.value for _, item in cli.replayer.published] == [cli.topic.letters[i].value for i in (0, 1)]
     lines = audit_lines(cli.audit_log)
     assert [(line["action"], line["dlq_offset"], line["to_offset"]) for line in lines] == [
         ("dlq_replay", 0, 5000),

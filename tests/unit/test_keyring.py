@@ -26,8 +26,49 @@ def test_keys_cli_creates_a_mode_0600_file_and_rotates(tmp_path):
     assert second.encryption_keys[1] == first.encryption_keys[1]
     assert second.pseudonym_key == first.pseudonym_key
     listing = runner.invoke(main, ["list", str(key_file)])
-    assert listing.output.splitlines() == ["1\tdecrypt-only", "2\tactive"]
+    assert listing.output.splitlines() == [
+        "column\t1\tdecrypt-only",
+        "column\t2\tactive",
+        "message\t1\tdecrypt-only",
+        "message\t2\tactive",
+    ]
+    assert second.message_keys[1] == first.message_keys[1] != second.message_keys[2]
     assert first.encryption_keys[1].hex() not in listing.output
+
+
+def _without_message_keys(ring: KeyRing) -> KeyRing:
+    """A key file as written before message keys existed."""
+    return KeyRing(ring.active_key_id, ring.encryption_keys, ring.pseudonym_key)
+
+
+def test_a_key_file_without_message_keys_still_loads_and_gets_them_only_when_asked(tmp_path):
+    key_file = tmp_path / "k.json"
+    old = _without_message_keys(rotated(new_keyring()))
+    save_keyring(old, key_file)
+    assert "message_keys" not in key_file.read_text()
+    assert load_keyring(key_file) == old
+    runner = CliRunner()
+    assert runner.invoke(main, ["add-message-key", str(key_file)]).exit_code == 0
+    extended = load_keyring(key_file)
+    assert (extended.active_key_id, extended.encryption_keys, extended.pseudonym_key) == (
+        old.active_key_id,
+        old.encryption_keys,
+        old.pseudonym_key,
+    )
+    assert (extended.active_message_key_id, list(extended.message_keys)) == (1, [1])
+    assert runner.invoke(main, ["add-message-key", str(key_file)]).exit_code == 0
+    assert load_keyring(key_file) == extended, "a second add-message-key changes nothing"
+    exit_code, answer = _compare(*_key_files(tmp_path, extended, old))
+    assert (exit_code, answer) == (
+        0,
+        {"relation": "first-newer", "reason": "the first adds key ids [] and message key ids [1]"},
+    )
+
+
+def test_rotating_a_key_file_without_message_keys_adds_the_first_one(tmp_path):
+    old = _without_message_keys(new_keyring())
+    new = rotated(old)
+    assert (new.active_key_id, new.active_message_key_id, list(new.message_keys)) == (2, 1, [1])
 
 
 def test_keys_cli_refuses_to_overwrite_an_existing_key_file(tmp_path):
@@ -105,11 +146,15 @@ def test_compare_says_same_for_copies_of_one_key_file(tmp_path):
 def test_compare_names_the_rotated_copy_newer_in_either_order(tmp_path, rotations):
     older = new_keyring()
     newer = older
+    ids = list(range(2, 2 + rotations))
     for _ in range(rotations):
         newer = rotated(newer)
     assert _compare(*_key_files(tmp_path, newer, older)) == (
         0,
-        {"relation": "first-newer", "reason": f"the first adds key ids {list(range(2, 2 + rotations))}"},
+        {
+            "relation": "first-newer",
+            "reason": f"the first adds key ids {ids} and message key ids {ids}",
+        },
     )
     exit_code, answer = _compare(*_key_files(tmp_path, older, newer))
     assert (exit_code, answer["relation"]) == (0, "second-newer")
@@ -122,13 +167,17 @@ def _conflicting_pairs():
     same_id_other_key = KeyRing(1, {1: new_keyring().active_key}, base.pseudonym_key)
     rotated_apart = (rotated(base), rotated(base))  # both rotated from base, separately
     rotation = rotated(base)
-    other_active = KeyRing(1, rotation.encryption_keys, base.pseudonym_key)
+    other_active = KeyRing(1, rotation.encryption_keys, base.pseudonym_key, rotation.message_keys, 2)
+    other_message_active = KeyRing(2, rotation.encryption_keys, base.pseudonym_key, rotation.message_keys, 1)
+    message_apart = KeyRing(1, base.encryption_keys, base.pseudonym_key, new_keyring().message_keys, 1)
     return {
         "other-pseudonym-key": ((base, other_hmac), "pseudonym (HMAC) keys differ"),
         "fresh-clone-key": ((base, fresh_clone), "pseudonym (HMAC) keys differ"),
         "same-id-other-material": ((base, same_id_other_key), "key ids [1] have different material"),
         "rotated-on-both-sides": (rotated_apart, "key ids [2] have different material"),
         "other-active-id": ((rotation, other_active), "different active key id"),
+        "other-active-message-id": ((rotation, other_message_active), "different active key id"),
+        "message-keys-apart": ((base, message_apart), "message key ids [1] have different material"),
     }
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -21,7 +23,9 @@ from click.testing import CliRunner
 
 from bdf import clients
 from bdf.config import Credentials, KafkaSettings, ProducerSettings
+from bdf.keyring import message_part, new_keyring
 from jobs import producer
+from jobs.message_crypto import load_message_keys
 from jobs.producer import (
     SECRET_LOGIN_FIELDS,
     FetchError,
@@ -345,6 +349,12 @@ def test_kafka_publisher_counts_undeliverable_messages_as_failed(tmp_path):
 
 
 def write_config(tmp_path: Path, producer_section: str) -> Path:
+    """A configuration whose key file is the message part alone, as on the producer's host."""
+    key_file = tmp_path / "message-keys.json"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, json.dumps(message_part(new_keyring())).encode())
+        os.close(fd)
     path = tmp_path / "bigdataflow.toml"
     path.write_text(
         f"""
@@ -352,6 +362,9 @@ def write_config(tmp_path: Path, producer_section: str) -> Path:
 bootstrap_servers = ["127.0.0.1:9092"]
 credentials_file = "{tmp_path / "kafka.toml"}"
 topic = "profiles-test"
+
+[keys]
+key_file = "{key_file}"
 
 [producer]
 {producer_section}
@@ -371,7 +384,7 @@ def run_cli(args: list[str], env: dict[str, str] | None = None):
         root.setLevel(level)
 
 
-def test_cli_publishes_count_and_logs_only_counts(tmp_path, monkeypatch):
+def test_cli_publishes_count_encrypted_and_logs_only_counts(tmp_path, monkeypatch):
     publisher = MemoryPublisher()
     monkeypatch.setattr(producer, "open_publisher", lambda kafka: publisher)
     with running() as server:
@@ -381,10 +394,23 @@ def test_cli_publishes_count_and_logs_only_counts(tmp_path, monkeypatch):
     assert len(publisher.messages) == 150 and publisher.flushed
     final = orjson.loads(result.output.strip().splitlines()[-1])
     assert (final["published"], final["sent"], final["failed"]) == (150, 150, 0)
-    for _, value in publisher.messages:  # no personal data in the logs
-        user = orjson.loads(value)
-        for secret in (user["email"], user["name"]["last"], user["login"]["uuid"], user["phone"]):
-            assert secret not in result.output
+    keys = load_message_keys(tmp_path / "message-keys.json")
+    for key, value in publisher.messages:
+        user = orjson.loads(keys.open(value, "profiles-test"))
+        assert key == user["login"]["uuid"]
+        for secret in (user["email"], user["name"]["last"], user["phone"], user["location"]["city"]):
+            assert secret not in result.output  # no personal data in the logs
+            assert secret.encode() not in value  # nor readable in the message
+
+
+def test_cli_without_a_keys_section_exits_2_and_publishes_nothing(tmp_path, monkeypatch):
+    publisher = MemoryPublisher()
+    monkeypatch.setattr(producer, "open_publisher", lambda kafka: publisher)
+    config = write_config(tmp_path, "batch_size = 5")
+    config.write_text(re.sub(r"\[keys\]\nkey_file = .*\n", "", config.read_text()), encoding="utf-8")
+    result = run_cli(["--config", str(config), "--count", "5"])
+    assert (result.exit_code, publisher.messages) == (2, [])
+    assert "missing section(s) [keys]" in result.output
 
 
 def test_cli_exits_1_and_reports_failed_deliveries(tmp_path, monkeypatch):

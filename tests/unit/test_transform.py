@@ -12,6 +12,8 @@ import pytest
 
 from bdf.keyring import DecryptionError, rotated
 from bdf.schema import PROFILE_SCHEMA, STORED_SCHEMA, schema_leaves
+from jobs.message_crypto import MIN_ENVELOPE_BYTES as ENVELOPE_OVERHEAD
+from jobs.message_crypto import MessageKeys
 from jobs.transform import (
     ENCRYPTED_COLUMNS,
     FIELD_TREATMENT,
@@ -31,7 +33,7 @@ MAX_BYTES = 65_536
 
 def stored_by_id(spark, profiles, keys):
     """What the stream job stores (``jobs.stream`` writes ``stored_rows(prepare(...))``)."""
-    prepared = prepare(kafka_frame(spark, profiles), keys, MAX_BYTES)
+    prepared = prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES)
     return {row.user_id: row for row in stored_rows(prepared).collect()}
 
 
@@ -123,7 +125,7 @@ def test_dates_are_utc_with_year_month_day_hierarchy_including_leap_day(spark, k
 
 
 def test_stored_row_has_exactly_the_declared_columns_and_no_age_or_secret(spark, keys, sample):
-    stored = stored_rows(prepare(kafka_frame(spark, sample[:3]), keys, MAX_BYTES))
+    stored = stored_rows(prepare(kafka_frame(spark, sample[:3], keys), keys, MAX_BYTES))
     assert stored.schema.fieldNames() == STORED_SCHEMA.fieldNames()
     forbidden = ("age", "password", "salt", "md5", "sha1", "sha256", "username", "picture", "latitude")
     assert not [c for c in stored.columns for word in forbidden if word in c.split("_")]
@@ -229,25 +231,30 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize(("mutate", "reason"), MALFORMED.values(), ids=MALFORMED.keys())
-def test_malformed_message_is_dead_lettered_with_its_reason_and_original_bytes(spark, sample, mutate, reason):
+def test_malformed_message_is_dead_lettered_with_its_reason_and_original_bytes_encrypted(
+    spark, keys, sample, mutate, reason
+):
     good = sample[0]
     bad = mutate(copy.deepcopy(good))
-    parsed = parse_messages(kafka_frame(spark, [good, bad]), MAX_BYTES)
+    parsed = parse_messages(kafka_frame(spark, [good, bad], keys), keys, MAX_BYTES)
     assert valid_profiles(parsed).count() == 1
-    (letter,) = rejected_messages(parsed, MAX_BYTES).collect()
+    (letter,) = rejected_messages(parsed).collect()
     headers = {h.key: bytes(h.value).decode() for h in letter.headers}
     assert reason in headers["dlq.reason"]
     assert headers["dlq.source.offset"] == "1"
     assert headers["dlq.source.topic"] == "user_profiles"
     original = encode(bad)
-    assert headers["dlq.value.bytes"] == str(len(original or b""))
-    # Kept whole up to the size limit, so that it can be replayed after a fix.
-    assert (bytes(letter.value) if letter.value is not None else None) == (original and original[:MAX_BYTES])
+    if original is None:
+        assert (letter.value, headers["dlq.value.bytes"]) == (None, "0")
+        return
+    assert headers["dlq.value.bytes"] == str(len(original) + ENVELOPE_OVERHEAD)
+    # Kept whole up to the size limit and still encrypted, so that it can be replayed after a fix.
+    assert MessageKeys.of(keys).open(bytes(letter.value), "user_profiles") == original[:MAX_BYTES]
 
 
-def test_several_field_problems_are_all_named_without_their_values(spark, sample):
+def test_several_field_problems_are_all_named_without_their_values(spark, keys, sample):
     bad = _with(_with(sample[0], "nat", None), "dob.date", "never")
-    (letter,) = rejected_messages(parse_messages(kafka_frame(spark, [bad]), MAX_BYTES), MAX_BYTES).collect()
+    (letter,) = rejected_messages(parse_messages(kafka_frame(spark, [bad], keys), keys, MAX_BYTES)).collect()
     reason = dict((h.key, bytes(h.value).decode()) for h in letter.headers)["dlq.reason"]
     assert reason == "dob.date: not an ISO-8601 timestamp with a UTC offset; nat: required"
 
@@ -256,7 +263,7 @@ def test_a_nationality_in_lower_case_or_a_postcode_as_number_is_judged_as_sent(s
     """Postcodes come as numbers for some nationalities (kept); nationality codes are upper case."""
     numeric = _with(sample[0], "location.postcode", 71502)
     lower = _with(_with(sample[1], "nat", sample[1]["nat"].lower()), "login.uuid", UUID)
-    parsed = parse_messages(kafka_frame(spark, [numeric, lower]), MAX_BYTES)
+    parsed = parse_messages(kafka_frame(spark, [numeric, lower], keys), keys, MAX_BYTES)
     assert [row.offset for row in valid_profiles(parsed).collect()] == [0]
 
 
@@ -264,7 +271,7 @@ def test_encryption_key_is_redacted_from_the_query_plan(spark, keys, sample):
     """The key is a literal in the plan; Spark's UI and logs must not show it."""
     from jobs.stream import REDACTED_PLAN_STRINGS
 
-    stored = stored_rows(prepare(kafka_frame(spark, sample[:1]), keys, MAX_BYTES))
+    stored = stored_rows(prepare(kafka_frame(spark, sample[:1], keys), keys, MAX_BYTES))
     spark.conf.set("spark.sql.redaction.string.regex", REDACTED_PLAN_STRINGS)
     try:
         plan = stored._jdf.queryExecution().toString().lower()
