@@ -1,0 +1,1 @@
+"""The shared kernel of BigDataFlow: configuration, logging, clients and certificates."""
