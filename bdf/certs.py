@@ -149,18 +149,27 @@ def ensure_host(
 
 def describe(cert_file: Path, *, now: dt.datetime | None = None) -> list[dict]:
     """Subject, names, issuer and expiry of every certificate in a PEM file."""
+    try:
+        data = cert_file.read_bytes()
+    except OSError as exc:
+        raise CertError(f"{cert_file}: cannot be read ({exc.strerror})") from None
+    return describe_pem(data, str(cert_file), now=now)
+
+
+def describe_pem(data: bytes, label: str, *, now: dt.datetime | None = None) -> list[dict]:
+    """``describe`` for PEM bytes (e.g. read from a host by Ansible); ``label`` names them."""
     now = now or _now()
     try:
-        certs = x509.load_pem_x509_certificates(cert_file.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise CertError(f"{cert_file}: not a readable PEM certificate ({exc})") from None
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise CertError(f"{label}: not a readable PEM certificate ({exc})") from None
     out = []
     for cert in certs:
         sans = _cert_sans(cert)
         not_after = cert.not_valid_after_utc
         out.append(
             {
-                "file": str(cert_file),
+                "file": label,
                 "subject": cert.subject.rfc4514_string(),
                 "issuer": cert.issuer.rfc4514_string(),
                 "dns": sorted(s.value for s in sans if isinstance(s, x509.DNSName)),

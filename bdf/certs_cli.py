@@ -12,7 +12,16 @@ from pathlib import Path
 
 import click
 
-from bdf.certs import HOST_DAYS, RENEW_WITHIN_DAYS, CertError, Outcome, describe, ensure_ca, ensure_host
+from bdf.certs import (
+    HOST_DAYS,
+    RENEW_WITHIN_DAYS,
+    CertError,
+    Outcome,
+    describe,
+    describe_pem,
+    ensure_ca,
+    ensure_host,
+)
 
 dir_option = click.option(
     "--dir",
@@ -75,11 +84,19 @@ def host(
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+)
 @json_option
 def show(files: tuple[Path, ...], as_json: bool) -> None:
-    """Subject, names, issuer, not-after and days left of each certificate in FILES."""
-    found = [entry for file in files for entry in _run(describe, file)]
+    """Subject, names, issuer, not-after and days left of each certificate in FILES ("-": stdin)."""
+    found = [
+        entry
+        for file in files
+        for entry in (
+            _run(describe_pem, sys.stdin.buffer.read(), "-") if str(file) == "-" else _run(describe, file)
+        )
+    ]
     if as_json:
         click.echo(json.dumps(found))
         return

@@ -287,3 +287,10 @@ def test_cli_show_refuses_a_file_that_is_not_a_certificate(tmp_path):
     junk.write_text("not a certificate")
     result = CliRunner().invoke(main, ["show", str(junk)])
     assert result.exit_code == 1 and "not a readable PEM certificate" in result.output
+
+
+def test_cli_show_reads_a_certificate_from_stdin(tls_dir):
+    result = CliRunner().invoke(main, ["show", "--json", "-"], input=ca_files(tls_dir)[1].read_bytes())
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.output)
+    assert entry["file"] == "-" and entry["subject"] == "CN=BigDataFlow test CA,O=BigDataFlow"
