@@ -112,6 +112,10 @@ fetch-secrets: install ## Copy the secrets the hosts of INVENTORY keep (key file
 status: install ## Every service on every host of INVENTORY, and the pipeline's health
 	$(PLAYBOOK) playbooks/status.yml
 
+.PHONY: rotate-certs
+rotate-certs: install ## New host certificates on INVENTORY, one host at a time, restarting the services using them
+	$(PLAYBOOK) playbooks/rotate_certs.yml
+
 .PHONY: lab-up
 lab-up: ## Start the local lab: Debian 12 systemd-nspawn machines on bridge bdf0 (root)
 	lab/lab.sh up

@@ -1,2 +1,3 @@
 """The kernel every program of the toolkit shares: configuration, logging, keys, schema,
-audit log and the one client factory per service (``bdf.clients``)."""
+audit log, the one client factory per service (``bdf.clients``) and the deployment's
+certificates (``bdf.certs``)."""

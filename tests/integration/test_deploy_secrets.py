@@ -1,6 +1,7 @@
 """A deploy never replaces the secrets and keys the hosts use (LAB=1, after the e2e deploy).
 
-From a control node without the deployment's secrets (a fresh clone) the deploy stops
+From a control node without the deployment's secrets (a fresh clone), its CA, or with the
+CA certificate but not its key (what `make fetch-secrets` brings back), the deploy stops
 in its guard plays, before any role runs, and the hosts keep their key file and
 passwords; a key rotated on the Spark host survives the next deploy; message keys on the
 producer's host that the control node lacks stop it.
@@ -32,7 +33,13 @@ SECRET_FILES = {
         "/etc/spark/spark-defaults.conf",
         "/etc/bigdataflow/deployment-secrets.json",
     ],
-    "kafka1": ["/etc/kafka/server.properties", "/etc/kafka/admin-client.properties", MESSAGE_KEY_FILE],
+    "kafka1": [
+        "/etc/kafka/server.properties",
+        "/etc/kafka/admin-client.properties",
+        MESSAGE_KEY_FILE,
+        "/etc/bigdataflow/tls/ca.crt",
+        "/etc/bigdataflow/tls/host.crt",
+    ],
     "store1": ["/var/lib/ferretdb/setup.env", "/etc/bigdataflow/deployment-secrets.json"],
 }
 
@@ -83,8 +90,10 @@ def _secrets_without(tmp_path, *names: str):
     [
         (None, "is missing on this control node and kafka_admin_password is not set"),
         ("profile-keys.json", "no stored row could be decrypted or found by email again"),
+        ("tls", "this deploy would create another CA, and every client would refuse every server"),
+        ("ca.key", "the CA's private key, is missing on this control node"),
     ],
-    ids=["no-secrets-at-all", "no-key-file"],
+    ids=["no-secrets-at-all", "no-key-file", "no-ca", "ca-certificate-without-its-key"],
 )
 def test_deploy_without_the_control_nodes_secrets_refuses_and_changes_nothing(tmp_path, missing, message):
     secrets_dir = tmp_path / "empty" if missing is None else _secrets_without(tmp_path, missing)
