@@ -212,20 +212,19 @@ def with_rejections(prepared: DataFrame, rejections: DataFrame) -> DataFrame:
     )
 
 
+def _joined(separator: str, *parts: Column) -> Column:
+    """The parts that are present, joined; empty text is absent (concat_ws skips only nulls)."""
+    return _blank_to_null(F.concat_ws(separator, *(_blank_to_null(part) for part in parts)))
+
+
 def _full_name(profile: Column) -> Column:
-    return _blank_to_null(
-        F.concat_ws(" ", profile["name"].title, profile["name"].first, profile["name"].last)
-    )
+    return _joined(" ", profile["name"].title, profile["name"].first, profile["name"].last)
 
 
 def _full_address(profile: Column) -> Column:
     location = profile.location
-    street = F.concat_ws(" ", location.street.number.cast("string"), location.street["name"])
-    return _blank_to_null(
-        F.concat_ws(
-            ", ", _blank_to_null(street), location.city, location.state, location.postcode, location.country
-        )
-    )
+    street = _joined(" ", location.street.number.cast("string"), location.street["name"])
+    return _joined(", ", street, location.city, location.state, location.postcode, location.country)
 
 
 def _email_domain(email: Column) -> Column:

@@ -149,6 +149,19 @@ def test_missing_optional_values_become_null_not_empty_strings(spark, keys, samp
     assert (row.phone_enc, row.cell_enc, row.email_enc, row.email_pseudonym, row.email_domain) == (None,) * 5
 
 
+def test_empty_name_and_address_parts_are_absent_not_joined(spark, keys, sample):
+    """Empty text counts as absent (the contract): no stray separator (found by the fuzz test)."""
+    sparse = copy.deepcopy(sample[1])
+    sparse["name"]["title"] = ""
+    sparse["location"]["street"]["name"] = ""
+    sparse["location"]["state"] = ""
+    row = next(iter(stored_by_id(spark, [sparse], keys).values()))
+    name, loc = sparse["name"], sparse["location"]
+    assert keys.decrypt(row.full_name_enc, "full_name_enc") == f"{name['first']} {name['last']}"
+    expected_address = f"{loc['street']['number']}, {loc['city']}, {loc['postcode']}, {loc['country']}"
+    assert keys.decrypt(row.address_enc, "address_enc") == expected_address
+
+
 def test_no_input_text_appears_in_plain_anywhere_in_stored_rows(spark, keys, sample):
     """Scan every column, binary ones included, for every personal or secret input value."""
     rows = stored_by_id(spark, sample, keys)
