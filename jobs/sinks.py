@@ -79,7 +79,26 @@ class CassandraProfileStore:
         self._options = {"keyspace": cassandra.keyspace, "table": cassandra.table}
 
     def write(self, profiles: DataFrame) -> None:
-        profiles.write.format("org.apache.spark.sql.cassandra").options(**self._options).mode("append").save()
+        writer = profiles.write.format("org.apache.spark.sql.cassandra").options(**self._options)
+        try:
+            writer.mode("append").save()
+        except Exception:
+            self._forget_sessions(profiles.sparkSession)
+            raise
+
+    @staticmethod
+    def _forget_sessions(spark) -> None:
+        """Close the connector's idle driver sessions, so that a retry opens a new one.
+
+        The Java driver's schema refresh can wait for ever on a session whose control
+        connection was just lost (scylladb/java-driver#343): after Cassandra restarted, the
+        retry's table lookup hung in ``Session.refreshSchema`` and the job stored nothing.
+        """
+        try:
+            spark.sparkContext._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
+        except Exception as error:  # the write's own error matters more
+            fields = {"error": str(error)[:200]}
+            log.warning("could not close the Cassandra sessions", extra={"fields": fields})
 
 
 STORE_CLIENT_OPTIONS = {
