@@ -35,9 +35,11 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,6 +50,7 @@ ENVELOPE_VERSION = 1
 KEY_BYTES = 32
 IV_BYTES = 12
 _HEADER = struct.Struct(">BH")
+T = TypeVar("T")
 _HMAC_BLOCK = 64  # SHA-256 block size
 
 
@@ -239,23 +242,30 @@ def decode_key(value: object, where: str, path: Path) -> bytes:
     return key
 
 
-def load_keyring(path: Path) -> KeyRing:
+def read_key_file(path: Path, decode: Callable[[dict], T]) -> T:
+    """``decode`` of a private JSON key file; any malformation is a ConfigError naming the file."""
     check_private(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        active = int(data["active_key_id"])
-        keys = {
-            int(kid): decode_key(v, f"encryption_keys.{kid}", path)
-            for kid, v in data["encryption_keys"].items()
-        }
-        pseudonym_key = decode_key(data["pseudonym_key"], "pseudonym_key", path)
-        message_keys, active_message = decode_message_keys(data, path)
+        return decode(json.loads(path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc.args[0]!r}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path}: malformed key file: {exc}") from None
+
+
+def load_keyring(path: Path) -> KeyRing:
+    def decode(data: dict):
+        active = int(data["active_key_id"])
+        keys = {
+            int(kid): decode_key(v, f"encryption_keys.{kid}", path)
+            for kid, v in data["encryption_keys"].items()
+        }
+        pseudonym_key = decode_key(data["pseudonym_key"], "pseudonym_key", path)
+        return active, keys, pseudonym_key, *decode_message_keys(data, path)
+
+    active, keys, pseudonym_key, message_keys, active_message = read_key_file(path, decode)
     if active not in keys:
         raise ConfigError(f"{path}: active_key_id {active} has no entry in encryption_keys")
     return KeyRing(active, keys, pseudonym_key, message_keys, active_message)

@@ -18,7 +18,6 @@ and give the same reasons for what cannot be opened.
 
 from __future__ import annotations
 
-import json
 import secrets
 import struct
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from bdf.config import ConfigError, check_private
+from bdf.config import ConfigError
 from bdf.keyring import (
     ENVELOPE_VERSION,
     IV_BYTES,
@@ -37,6 +36,7 @@ from bdf.keyring import (
     associated_data,
     decode_message_keys,
     envelope_header,
+    read_key_file,
 )
 
 _HEADER = struct.Struct(">BH")
@@ -93,16 +93,7 @@ class MessageKeys:
 def load_message_keys(path: Path) -> MessageKeys:
     """The message keys of a key file: the whole one (Spark host) or its message part
     (``{"active_message_key_id": .., "message_keys": {..}}``, the producer's host)."""
-    check_private(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        keys, active = decode_message_keys(data, path)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
-    except KeyError as exc:
-        raise ConfigError(f"{path}: missing key {exc.args[0]!r}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"{path}: malformed key file: {exc}") from None
+    keys, active = read_key_file(path, lambda data: decode_message_keys(data, path))
     if active is None:
         raise ConfigError(
             f"{path}: no message keys: add them with `bdf-keys add-message-key` on the full key file"
