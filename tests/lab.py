@@ -104,10 +104,15 @@ def stored_count(cassandra) -> int:
     return cassandra.execute("SELECT count(*) FROM profiles").one()["count"]
 
 
-def stored_of(cassandra, ids: list[uuid.UUID]) -> int:
-    """How many of ``ids`` Cassandra holds (50 partition keys per query)."""
+def stored_ids(cassandra, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``ids`` Cassandra holds (50 partition keys per query)."""
     select = cassandra.prepare("SELECT user_id FROM profiles WHERE user_id IN ?")
-    return sum(len(list(cassandra.execute(select, [ids[i : i + 50]]))) for i in range(0, len(ids), 50))
+    batches = (ids[start : start + 50] for start in range(0, len(ids), 50))
+    return {row["user_id"] for batch in batches for row in cassandra.execute(select, [batch])}
+
+
+def stored_of(cassandra, ids: list[uuid.UUID]) -> int:
+    return len(stored_ids(cassandra, ids))
 
 
 def aggregate_counts(mongo, collection: str) -> dict[str, int]:
@@ -145,3 +150,23 @@ def aggregates_match_cassandra(cassandra, mongo, timeout: float = 300) -> None:
         ) or None
 
     eventually(matching, timeout, "the aggregates to equal Cassandra's rows per nationality (+ erased)")
+
+
+def dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, tuple[dict[str, str], bytes]]:
+    """The dead letters keyed by one of ``markers``: (headers, value) by key (read as the admin,
+    from the start of the topic, until all are found or ``timeout`` seconds pass)."""
+    from confluent_kafka import Consumer
+
+    group = f"dead-letter-check-{uuid.uuid4()}"
+    consumer = Consumer(kafka_conf("admin") | {"group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([DLQ])
+    found: dict[bytes, tuple[dict[str, str], bytes]] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while set(found) != markers and time.monotonic() < deadline:
+            message = consumer.poll(2)
+            if message is not None and not message.error() and message.key() in markers:
+                found[message.key()] = ({k: v.decode() for k, v in message.headers()}, message.value())
+    finally:
+        consumer.close()
+    return found

@@ -11,6 +11,7 @@ Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 m
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import subprocess
@@ -26,11 +27,13 @@ from tests.lab import (
     REPO,
     TOPIC,
     aggregates_match_cassandra,
+    dead_letters,
     eventually,
     kafka_conf,
     sealed,
     settled,
     ssh,
+    stored_ids,
     stored_of,
 )
 
@@ -108,6 +111,15 @@ def _write_latencies(cassandra, ids: list[uuid.UUID]) -> list[float]:
     return latencies
 
 
+def _what_is_missing(cassandra, profiles: list[dict]) -> str:
+    """How many profiles Cassandra lacks, and which of those are dead letters (by reason)."""
+    ids = [uuid.UUID(profile["login"]["uuid"]) for profile in profiles]
+    missing = {str(user_id).encode() for user_id in set(ids) - stored_ids(cassandra, ids)}
+    letters = dead_letters(missing, 60).values()
+    reasons = collections.Counter(headers.get("dlq.reason", "?") for headers, _ in letters)
+    return f"{len(missing)} of {len(ids)} not stored after 600 s; dead letters among them: {dict(reasons)}"
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=FAULTS)
 def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_property):
     host, inject, recover = FAULTS[fault]
@@ -128,7 +140,10 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
         assert failures == [], "the producer lost messages (acks=all)"
 
         ids = [uuid.UUID(profile["login"]["uuid"]) for profile in profiles]
-        eventually(lambda: _stored_all(cassandra, ids), 600, "every profile stored")
+        try:
+            eventually(lambda: _stored_all(cassandra, ids), 600, "every profile stored")
+        except pytest.fail.Exception:
+            pytest.fail(_what_is_missing(cassandra, profiles))
         aggregates_match_cassandra(cassandra, mongo)
         latencies = _write_latencies(cassandra, ids)
         worst = max(latencies)

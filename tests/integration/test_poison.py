@@ -8,7 +8,6 @@ count of the valid ones only, and the dashboard still renders in Chromium.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -18,12 +17,12 @@ from jobs.message_crypto import MessageKeys
 from tests.factories import generated_profiles
 from tests.factories import with_value as _with
 from tests.lab import (
-    DLQ,
     HOSTS,
     LAB_ONLY,
     TOPIC,
     aggregate_counts,
     aggregates_match_cassandra,
+    dead_letters,
     eventually,
     kafka_conf,
     message_keys,
@@ -89,26 +88,6 @@ def _valid_uuid_poison(markers: dict) -> list[tuple[bytes, str]]:
     return chosen
 
 
-def _dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, tuple[dict[str, str], bytes]]:
-    """The dead letters keyed by one of ``markers``: (headers, value) by key (read as the admin)."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        kafka_conf("admin") | {"group.id": f"poison-check-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([DLQ])
-    found: dict[bytes, tuple[dict[str, str], bytes]] = {}
-    try:
-        deadline = time.monotonic() + timeout
-        while set(found) != markers and time.monotonic() < deadline:
-            message = consumer.poll(2)
-            if message is not None and not message.error() and message.key() in markers:
-                found[message.key()] = ({k: v.decode() for k, v in message.headers()}, message.value())
-    finally:
-        consumer.close()
-    return found
-
-
 def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra, mongo):
     from confluent_kafka import Producer
 
@@ -133,7 +112,7 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
             producer.produce(TOPIC, key=marker, value=published)
         assert producer.flush(60) == 0
 
-        letters = _dead_letters(set(markers), 180)
+        letters = dead_letters(set(markers), 180)
         assert set(letters) == set(markers), "some poison messages never reached the dead-letter topic"
         for marker, (headers, value) in letters.items():
             plaintext, published, reason = markers[marker]
