@@ -62,7 +62,8 @@ validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider 
 .PHONY: test-servers
 test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs, bdf-dlq, TLS clients (Kafka, FerretDB)
 	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py \
-	  tests/integration/test_tls_kafka.py tests/integration/test_tls_ferretdb.py $(PYTEST_ARGS)
+	  tests/integration/test_tls_kafka.py tests/integration/test_tls_ferretdb.py \
+	  tests/integration/test_tls_dashboard.py $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests
@@ -130,7 +131,9 @@ demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, 
 	lab/lab.sh up
 	$(MAKE) deploy INVENTORY=inventory/lab
 	@spark=$$(awk '/spark1:/{getline; print $$2; exit}' inventory/lab/hosts.yml); \
-	  echo "Dashboard:       http://$$spark:8050"; \
+	  if grep -Eq '^bdf_tls_enabled: *(true|yes)' inventory/lab/group_vars/all.yml; then \
+	    echo "Dashboard:       https://$$spark:8050 (trust the CA .secrets/lab/tls/ca.crt)"; \
+	  else echo "Dashboard:       http://$$spark:8050"; fi; \
 	  echo "Spark master UI: http://127.0.0.1:8080 after" \
 	    "ssh -i /var/lib/bigdataflow-lab/ssh/id_ed25519 -L 8080:$$spark:8080 root@$$spark"
 

@@ -152,14 +152,25 @@ class LocalFerretDB:
     ADMIN = "admin"
 
     def __init__(
-        self, binary: Path, workdir: Path, port: int | None = None, tls: tuple[Path, Path] | None = None
+        self,
+        binary: Path,
+        workdir: Path,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        listen: Sequence[str] | None = None,
+        ready: MongoConnection | None = None,
     ) -> None:
-        """``tls``: a certificate and key (PEM) for a second, TLS listener on ``tls_address``."""
+        """``tls``: a certificate and key (PEM) for a second, TLS listener on ``tls_address``.
+
+        ``listen``: FerretDB's ``--listen*`` arguments instead of those (e.g. the role's),
+        and ``ready``: the connection that tells it has started, then."""
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
         self.tls = tls
         self.tls_port = free_port() if tls else None
+        self.listen = listen
+        self.ready = ready
         self.admin_password = os.urandom(12).hex()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -181,6 +192,15 @@ class LocalFerretDB:
             f"--listen-tls-key-file={key}",
         ]
 
+    def listen_arguments(self) -> list[str]:
+        if self.listen is not None:
+            return list(self.listen)
+        return [f"--listen-addr={self.address}", *self.tls_arguments()]
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def start(self, timeout: float = 30.0) -> LocalFerretDB:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / "ferretdb.log").open("ab")
@@ -190,7 +210,7 @@ class LocalFerretDB:
                 "--handler=sqlite",
                 f"--sqlite-url=file:{self.workdir}/",
                 f"--state-dir={self.workdir}",
-                f"--listen-addr={self.address}",
+                *self.listen_arguments(),
                 "--debug-addr=-",
                 "--telemetry=disable",
                 "--log-level=WARN",
@@ -198,7 +218,6 @@ class LocalFerretDB:
                 "--setup-database=admin",
                 f"--setup-username={self.ADMIN}",
                 f"--setup-password={self.admin_password}",
-                *self.tls_arguments(),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -210,7 +229,7 @@ class LocalFerretDB:
                     f"FerretDB exited with {self._process.returncode}; see {self.workdir}/ferretdb.log"
                 )
             try:
-                with self.admin_client() as client:
+                with self.admin_client(self.ready) as client:
                     client.admin.command("ping")
                 return self
             except Exception:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from bdf import clients
-from bdf.config import CassandraConnection, Credentials, KafkaConnection
+from bdf.config import CassandraConnection, Credentials, KafkaConnection, MongoConnection
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,23 @@ KEYSPACE, TABLE = "user_profiles", "profiles"
 # The erasures the tests made on this deployment (bdf-gdpr's log): the aggregates keep
 # counting erased people, so stored rows + erased rows == the total.
 ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
+
+
+def _tls_enabled() -> bool:
+    """Whether the lab was deployed with bdf_tls_enabled: LAB_TLS=1 or 0, else the lab
+    inventory's group_vars (false when it does not set it, the default)."""
+    if os.environ.get("LAB_TLS") in ("0", "1"):
+        return os.environ["LAB_TLS"] == "1"
+    group_vars = yaml.safe_load((REPO / "inventory" / "lab" / "group_vars" / "all.yml").read_text()) or {}
+    return bool(group_vars.get("bdf_tls_enabled", False))
+
+
+TLS = _tls_enabled()
+# The deployment CA as the control node keeps it (roles/tls): what every lab client trusts.
+CA_FILE = SECRETS / "tls" / "ca.crt"
+MONGODB = f"{HOSTS['store1']}:27017"
+# The dashboard (group dashboard: spark1), HTTPS only with TLS.
+DASHBOARD_URL = f"{'https' if TLS else 'http'}://{HOSTS['spark1']}:8050/"
 
 LAB_ONLY = [
     pytest.mark.integration,
@@ -76,6 +93,11 @@ def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
         )
         conf |= clients.kafka_config(KafkaConnection(bootstrap_servers=[KAFKA]), login)
     return conf
+
+
+def mongo_connection(**fields) -> MongoConnection:
+    """The lab's FerretDB, over TLS verified against the lab CA when the lab runs TLS."""
+    return MongoConnection(hosts=[MONGODB], tls=TLS, ca_file=CA_FILE if TLS else None, **fields)
 
 
 def cassandra_cluster(user: str, secret_name: str):

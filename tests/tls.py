@@ -88,3 +88,56 @@ def write_pem(directory: Path, name: str, issued: Issued) -> tuple[Path, Path]:
     key.write_bytes(issued.key_pem)
     key.chmod(0o600)
     return certificate, key
+
+
+def write_service_tls(directory: Path, ca: Issued, names: list[str]) -> Path:
+    """``directory`` as roles/tls service.yml fills a service's TLS directory, for the
+    files the roles' units read: host.crt and host.key (0600), for ``names``, by ``ca``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    certificate, _ = write_pem(directory, "host", server_certificate(ca, names))
+    certificate.rename(directory / "host.crt")
+    return directory
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (IPv4 and IPv6), from /proc: a server's
+    whole attack surface on the network, to prove no clear-text listener is left."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def chromium_trust_flags(host: str, port: int, ca_file: Path) -> list[str]:
+    """Chromium flags to browse https://host:port, whose certificate is first verified here
+    against ``ca_file`` (chain and host name): Chromium takes no CA file, so it is told to
+    accept exactly that verified key (``--ignore-certificate-errors-spki-list``)."""
+    import base64
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection((host, port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return [f"--ignore-certificate-errors-spki-list={base64.b64encode(digest.finalize()).decode()}"]

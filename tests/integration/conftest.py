@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bdf import clients
-from bdf.config import Credentials, MongoConnection
-from tests.lab import HOSTS, KEYSPACE, cassandra_cluster, secret
+from bdf.config import Credentials
+from tests.lab import KEYSPACE, cassandra_cluster, mongo_connection, secret
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def cassandra() -> Iterator[Any]:
 def mongo() -> Iterator[Any]:
     """The aggregates database as the stream job's user."""
     client = clients.mongo_client(
-        MongoConnection(hosts=[f"{HOSTS['store1']}:27017"], auth_source="user_profiles"),
+        mongo_connection(auth_source="user_profiles"),
         Credentials(username="stream", password=secret("mongodb-app")),
         authMechanism="SCRAM-SHA-256",
         serverSelectionTimeoutMS=10_000,

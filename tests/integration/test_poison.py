@@ -17,8 +17,11 @@ from jobs.message_crypto import MessageKeys
 from tests.factories import generated_profiles
 from tests.factories import with_value as _with
 from tests.lab import (
+    CA_FILE,
+    DASHBOARD_URL,
     HOSTS,
     LAB_ONLY,
+    TLS,
     TOPIC,
     aggregate_counts,
     aggregates_match_cassandra,
@@ -32,6 +35,7 @@ from tests.lab import (
     ssh,
     stored_of,
 )
+from tests.tls import chromium_trust_flags
 
 pytestmark = LAB_ONLY
 STREAM_UNIT = "user-profiles-stream"
@@ -156,9 +160,12 @@ def test_dashboard_renders_in_chromium_without_console_errors():
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if TLS:  # Chromium takes no CA file: the lab CA verifies the certificate first
+        for flag in chromium_trust_flags(HOSTS["spark1"], 8050, CA_FILE):
+            options.add_argument(flag)
     driver = webdriver.Chrome(options=options)
     try:
-        driver.get(f"http://{HOSTS['spark1']}:8050/")
+        driver.get(DASHBOARD_URL)
         users = WebDriverWait(driver, 60).until(
             expected_conditions.presence_of_element_located((By.ID, ids.KPI_USERS))
         )

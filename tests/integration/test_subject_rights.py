@@ -27,22 +27,26 @@ from typing import Any
 import pytest
 
 from bdf import clients
-from bdf.config import CassandraConnection, MongoConnection
+from bdf.config import CassandraConnection
 from bdf.keyring import KeyRing, load_keyring
 from gdpr.model import load_register
 from jobs.randomuser_server import generate_users
 from tests.lab import (
+    CA_FILE,
     DLQ,
     ERASURE_LOG,
     HOSTS,
     KEYSPACE,
     LAB_ONLY,
+    MONGODB,
     REPO,
     SECRETS,
     TABLE,
+    TLS,
     TOPIC,
     eventually,
     kafka_conf,
+    mongo_connection,
     sealed,
     secret,
     ssh,
@@ -159,10 +163,11 @@ def config(tmp_path_factory) -> Path:
         path.write_text(f'username = "{username}"\npassword = "{secret(source)}"\n')
         path.chmod(0o600)
     path = folder / "bigdataflow.toml"
+    mongodb_tls = f'tls = true\nca_file = "{CA_FILE}"\n' if TLS else ""  # as the roles render it
     path.write_text(
         f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n\n'
-        f'[mongodb]\nhosts = ["{HOSTS["store1"]}:27017"]\ndatabase = "user_profiles"\n'
-        f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n\n'
+        f'[mongodb]\nhosts = ["{MONGODB}"]\ndatabase = "user_profiles"\n'
+        f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n{mongodb_tls}\n'
         f'[keys]\nkey_file = "{SECRETS / "profile-keys.json"}"\n'
     )
     return path
@@ -442,9 +447,7 @@ def test_cassandra_and_mongodb_refuse_clients_without_credentials():
             cluster.connect()
     finally:
         cluster.shutdown()
-    client = clients.mongo_client(
-        MongoConnection(hosts=[f"{HOSTS['store1']}:27017"]), None, serverSelectionTimeoutMS=10_000
-    )
+    client = clients.mongo_client(mongo_connection(), None, serverSelectionTimeoutMS=10_000)
     try:
         with pytest.raises(OperationFailure):
             client["user_profiles"].list_collection_names()

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import re
 import stat
-import subprocess
 import textwrap
 
 import pytest
 from cryptography import x509
 
 from tests.lab import REPO
+from tests.roles import ansible_playbook
 
 PLAYBOOK = """\
 - name: Deploy the certificate, give it to the probe service, rotate when asked
@@ -73,24 +72,10 @@ def lab(tmp_path):
 
 
 def _play(lab, **extra) -> dict[str, int]:
-    result = subprocess.run(  # noqa: S603 - fixed command
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            "-i",
-            str(lab / "inventory.yml"),
-            str(lab / "play.yml"),
-            "-e",
-            json.dumps({"rotate": False} | extra),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=os.environ | {"ANSIBLE_ROLES_PATH": f"{lab / 'roles'}:{REPO / 'roles'}"},
+    output = ansible_playbook(
+        lab / "inventory.yml", lab / "play.yml", {"rotate": False} | extra, roles_path=[lab / "roles"]
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    recap = re.search(r"node1\s+: ok=(\d+)\s+changed=(\d+)", result.stdout)
+    recap = re.search(r"node1\s+: ok=(\d+)\s+changed=(\d+)", output)
     return {"ok": int(recap[1]), "changed": int(recap[2])}
 
 

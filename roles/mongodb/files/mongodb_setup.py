@@ -3,6 +3,8 @@
 Reads a JSON request on stdin (passwords never on the command line) and prints one
 JSON line: {"changed": bool, "actions": [...]}. FerretDB creates the admin user at
 its first start; for mongod the admin is created through the localhost exception.
+With ``"check": true`` it only waits until the admin logs in (the role's health check).
+The connection is the clients' one: ``tls`` and ``ca_file`` as in the [mongodb] section.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def client(request: dict, host: str, credentials: Credentials | None) -> MongoCl
 
 def admin_client(request: dict, actions: list[str]) -> MongoClient:
     credentials = Credentials(username=request["admin_user"], password=request["admin_password"])
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + request.get("timeout_seconds", 120)
     while True:
         admin = client(request, request["host"], credentials)
         try:
@@ -81,6 +83,9 @@ def main() -> None:
     request = json.load(sys.stdin)
     actions: list[str] = []
     admin = admin_client(request, actions)
+    if request.get("check"):
+        print(json.dumps({"changed": bool(actions), "actions": actions}))
+        return
     ensure_users(admin, request, actions)
     ensure_collections(admin, request, actions)
     print(json.dumps({"changed": bool(actions), "actions": actions}))
