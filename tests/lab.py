@@ -91,8 +91,15 @@ def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
         login = Credentials(
             username=user, password=password if password is not None else secret(f"kafka-{user}")
         )
-        conf |= clients.kafka_config(KafkaConnection(bootstrap_servers=[KAFKA]), login)
+        conf |= clients.kafka_config(kafka_connection(), login)
     return conf
+
+
+def kafka_connection() -> KafkaConnection:
+    """The lab's broker, SASL_SSL verified against the lab CA when the lab runs TLS."""
+    if TLS:
+        return KafkaConnection(bootstrap_servers=[KAFKA], security_protocol="SASL_SSL", ca_file=CA_FILE)
+    return KafkaConnection(bootstrap_servers=[KAFKA])
 
 
 def mongo_connection(**fields) -> MongoConnection:
