@@ -34,6 +34,11 @@ KEYSPACE, TABLE = "user_profiles", "profiles"
 # counting erased people, so stored rows + erased rows == the total.
 ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
 
+# A lab deployed with bdf_tls_enabled (LAB_TLS=1): its clients verify the servers against
+# the deployment CA, which the control node keeps beside the secrets.
+LAB_TLS = os.environ.get("LAB_TLS") == "1"
+CA_FILE = SECRETS / "tls" / "ca.crt"
+
 LAB_ONLY = [
     pytest.mark.integration,
     pytest.mark.skipif(os.environ.get("LAB") != "1", reason="needs the deployed lab: set LAB=1"),
@@ -78,10 +83,15 @@ def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
     return conf
 
 
+def cassandra_connection() -> CassandraConnection:
+    """The lab's Cassandra as its clients reach it: with LAB_TLS=1, TLS with the deployment CA."""
+    return CassandraConnection(hosts=[HOSTS["store1"]], tls=LAB_TLS, ca_file=CA_FILE if LAB_TLS else None)
+
+
 def cassandra_cluster(user: str, secret_name: str):
     """A Cluster (bdf.clients) on the lab's Cassandra as ``user`` with a deployment password."""
     login = Credentials(username=user, password=secret(secret_name))
-    return clients.cassandra_cluster(CassandraConnection(hosts=[HOSTS["store1"]]), login)
+    return clients.cassandra_cluster(cassandra_connection(), login)
 
 
 def erased_rows() -> int:

@@ -27,20 +27,23 @@ from typing import Any
 import pytest
 
 from bdf import clients
-from bdf.config import CassandraConnection, MongoConnection
+from bdf.config import MongoConnection
 from bdf.keyring import KeyRing, load_keyring
 from gdpr.model import load_register
 from jobs.randomuser_server import generate_users
 from tests.lab import (
+    CA_FILE,
     DLQ,
     ERASURE_LOG,
     HOSTS,
     KEYSPACE,
     LAB_ONLY,
+    LAB_TLS,
     REPO,
     SECRETS,
     TABLE,
     TOPIC,
+    cassandra_connection,
     eventually,
     kafka_conf,
     sealed,
@@ -159,8 +162,16 @@ def config(tmp_path_factory) -> Path:
         path.write_text(f'username = "{username}"\npassword = "{secret(source)}"\n')
         path.chmod(0o600)
     path = folder / "bigdataflow.toml"
+    # With LAB_TLS=1 the control node's CA and trust store (roles/tls keeps them beside the secrets).
+    cassandra_tls = (
+        f'tls = true\nca_file = "{CA_FILE}"\ntruststore_file = "{SECRETS / "tls" / "truststore.p12"}"\n'
+        f'truststore_password_file = "{SECRETS / "tls-truststore"}"\n'
+        if LAB_TLS
+        else ""
+    )
     path.write_text(
-        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n\n'
+        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n'
+        f"{cassandra_tls}\n"
         f'[mongodb]\nhosts = ["{HOSTS["store1"]}:27017"]\ndatabase = "user_profiles"\n'
         f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n\n'
         f'[keys]\nkey_file = "{SECRETS / "profile-keys.json"}"\n'
@@ -434,9 +445,7 @@ def test_cassandra_and_mongodb_refuse_clients_without_credentials():
     from cassandra.cluster import NoHostAvailable
     from pymongo.errors import OperationFailure
 
-    cluster = clients.cassandra_cluster(
-        CassandraConnection(hosts=[HOSTS["store1"]]), None, connect_timeout=10
-    )
+    cluster = clients.cassandra_cluster(cassandra_connection(), None, connect_timeout=10)
     try:
         with pytest.raises(NoHostAvailable, match=r"requires authentication|Authentication"):
             cluster.connect()
