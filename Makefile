@@ -60,10 +60,10 @@ validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider 
 	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
 .PHONY: test-servers
-test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs, bdf-dlq, TLS clients (Kafka, FerretDB)
+test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs, bdf-dlq, TLS (Kafka, FerretDB, Cassandra)
 	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py \
 	  tests/integration/test_tls_kafka.py tests/integration/test_tls_ferretdb.py \
-	  tests/integration/test_tls_dashboard.py $(PYTEST_ARGS)
+	  tests/integration/test_tls_dashboard.py tests/integration/test_tls_cassandra.py $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests

@@ -6,7 +6,8 @@ when they must be (missing, other names, close to expiry, another CA, or asked),
 second deploy changes nothing and Ansible's ``changed`` tells the truth.
 
 Layout of a directory: ``ca.key``/``ca.crt``, and ``hosts/<name>.key``/``.crt``. Keys are
-PKCS#8 PEM (what Java's PEM key stores read), mode 0600.
+PKCS#8 PEM (what Java's PEM key stores read), mode 0600. Java clients that read no PEM (the
+Spark Cassandra Connector) get the CA in a PKCS12 trust store (``ensure_truststore``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -145,6 +147,55 @@ def ensure_host(
     _write(key_file, _key_pem(key), 0o600)
     _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return Outcome(True, reason, str(cert_file), str(key_file))
+
+
+def ensure_truststore(ca_file: Path, store: Path, password_file: Path) -> Outcome:
+    """A PKCS12 trust store holding the CA of ``ca_file`` alone, sealed with the password in
+    ``password_file`` (mode 0600; the password never goes on a command line).
+
+    Kept while it opens with that password and holds exactly that CA, so a second deploy
+    copies the same bytes to every host; rewritten otherwise (it holds nothing secret).
+    """
+    password = _password(password_file)
+    try:
+        ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertError(f"{ca_file}: not a readable PEM certificate ({exc})") from None
+    reason = "new" if not store.exists() else _truststore_mismatch(store, password, ca)
+    if reason is None:
+        return Outcome(False, "holds the CA", str(store), str(password_file))
+    data = pkcs12.serialize_java_truststore(
+        [pkcs12.PKCS12Certificate(ca, b"bigdataflow-ca")],
+        serialization.BestAvailableEncryption(password),
+    )
+    store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write(store, data, 0o644)
+    return Outcome(True, reason, str(store), str(password_file))
+
+
+def _password(password_file: Path) -> bytes:
+    try:
+        mode = password_file.stat().st_mode & 0o777
+        password = password_file.read_bytes().strip()
+    except OSError as exc:
+        raise CertError(f"{password_file}: cannot be read ({exc.strerror})") from None
+    if mode & 0o077:
+        raise CertError(
+            f"{password_file} has mode {mode:04o}; a password file must be 0600 (chmod 600 {password_file})"
+        )
+    if not password:
+        raise CertError(f"{password_file} is empty")
+    return password
+
+
+def _truststore_mismatch(store: Path, password: bytes, ca: x509.Certificate) -> str | None:
+    try:
+        loaded = pkcs12.load_pkcs12(store.read_bytes(), password)
+    except (OSError, ValueError):
+        return "does not open with the password"
+    if loaded.key is not None or [entry.certificate for entry in loaded.additional_certs] != [ca]:
+        return "holds another certificate than the CA"
+    return None
 
 
 def describe(cert_file: Path, *, now: dt.datetime | None = None) -> list[dict]:

@@ -21,6 +21,7 @@ from bdf.certs import (
     describe_pem,
     ensure_ca,
     ensure_host,
+    ensure_truststore,
 )
 
 dir_option = click.option(
@@ -81,6 +82,32 @@ def host(
         ensure_host, directory, name, dns, ip, days=days, renew_within_days=renew_within, renew=renew
     )
     _report(outcome, as_json)
+
+
+@main.command()
+@click.option(
+    "--ca",
+    "ca_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CA certificate (PEM) to trust.",
+)
+@click.option(
+    "--out", "store", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The PKCS12 file."
+)
+@click.option(
+    "--password-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The trust store's password (mode 0600): never on the command line.",
+)
+@json_option
+def truststore(ca_file: Path, store: Path, password_file: Path, as_json: bool) -> None:
+    """A PKCS12 trust store holding the CA alone, for Java clients without PEM support.
+
+    Kept while it opens with the password and holds that CA (a second run changes nothing).
+    """
+    _report(_run(ensure_truststore, ca_file, store, password_file), as_json)
 
 
 @main.command()

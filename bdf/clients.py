@@ -25,6 +25,14 @@ from bdf.config import (
 
 SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 CQL_PROTOCOL_VERSION = 5  # Cassandra 4.0 and later; saves the driver's downgrade warnings
+# The Spark Cassandra Connector offers only TLS_RSA_WITH_AES_*_CBC_SHA by default: no
+# handshake with the deployment's EC (P-256) certificates. TLS 1.3, then ECDHE-ECDSA AEAD.
+CASSANDRA_SPARK_CIPHER_SUITES = (
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+)
 
 
 def _existing(path: Path, key: str) -> str:
@@ -169,6 +177,7 @@ def cassandra_spark_conf(cassandra: CassandraSettings, credentials: Credentials)
     if cassandra.tls:
         conf |= {
             "spark.cassandra.connection.ssl.enabled": "true",
+            "spark.cassandra.connection.ssl.enabledAlgorithms": ",".join(CASSANDRA_SPARK_CIPHER_SUITES),
             "spark.cassandra.connection.ssl.trustStore.type": "PKCS12",
             "spark.cassandra.connection.ssl.trustStore.path": _existing(
                 cassandra.truststore_file, "cassandra.truststore_file"

@@ -102,6 +102,11 @@ def kafka_connection() -> KafkaConnection:
     return KafkaConnection(bootstrap_servers=[KAFKA])
 
 
+def cassandra_connection() -> CassandraConnection:
+    """The lab's Cassandra, over TLS verified against the lab CA when the lab runs TLS."""
+    return CassandraConnection(hosts=[HOSTS["store1"]], tls=TLS, ca_file=CA_FILE if TLS else None)
+
+
 def mongo_connection(**fields) -> MongoConnection:
     """The lab's FerretDB, over TLS verified against the lab CA when the lab runs TLS."""
     return MongoConnection(hosts=[MONGODB], tls=TLS, ca_file=CA_FILE if TLS else None, **fields)
@@ -110,7 +115,7 @@ def mongo_connection(**fields) -> MongoConnection:
 def cassandra_cluster(user: str, secret_name: str):
     """A Cluster (bdf.clients) on the lab's Cassandra as ``user`` with a deployment password."""
     login = Credentials(username=user, password=secret(secret_name))
-    return clients.cassandra_cluster(CassandraConnection(hosts=[HOSTS["store1"]]), login)
+    return clients.cassandra_cluster(cassandra_connection(), login)
 
 
 def erased_rows() -> int:

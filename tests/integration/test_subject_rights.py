@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 from bdf import clients
-from bdf.config import CassandraConnection
 from bdf.keyring import KeyRing, load_keyring
 from gdpr.model import load_register
 from jobs.randomuser_server import generate_users
@@ -44,6 +43,7 @@ from tests.lab import (
     TABLE,
     TLS,
     TOPIC,
+    cassandra_connection,
     eventually,
     kafka_conf,
     mongo_connection,
@@ -163,9 +163,18 @@ def config(tmp_path_factory) -> Path:
         path.write_text(f'username = "{username}"\npassword = "{secret(source)}"\n')
         path.chmod(0o600)
     path = folder / "bigdataflow.toml"
-    mongodb_tls = f'tls = true\nca_file = "{CA_FILE}"\n' if TLS else ""  # as the roles render it
+    # With TLS the control node's CA and trust store (roles/tls keeps them beside the secrets),
+    # as the roles render them.
+    cassandra_tls = (
+        f'tls = true\nca_file = "{CA_FILE}"\ntruststore_file = "{SECRETS / "tls" / "truststore.p12"}"\n'
+        f'truststore_password_file = "{SECRETS / "tls-truststore"}"\n'
+        if TLS
+        else ""
+    )
+    mongodb_tls = f'tls = true\nca_file = "{CA_FILE}"\n' if TLS else ""
     path.write_text(
-        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n\n'
+        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n'
+        f"{cassandra_tls}\n"
         f'[mongodb]\nhosts = ["{MONGODB}"]\ndatabase = "user_profiles"\n'
         f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n{mongodb_tls}\n'
         f'[keys]\nkey_file = "{SECRETS / "profile-keys.json"}"\n'
@@ -439,9 +448,7 @@ def test_cassandra_and_mongodb_refuse_clients_without_credentials():
     from cassandra.cluster import NoHostAvailable
     from pymongo.errors import OperationFailure
 
-    cluster = clients.cassandra_cluster(
-        CassandraConnection(hosts=[HOSTS["store1"]]), None, connect_timeout=10
-    )
+    cluster = clients.cassandra_cluster(cassandra_connection(), None, connect_timeout=10)
     try:
         with pytest.raises(NoHostAvailable, match=r"requires authentication|Authentication"):
             cluster.connect()

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import ssl
 import stat
+import subprocess
 
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from bdf.certs import CertError, ca_files, describe, ensure_ca, ensure_host, host_files
+from bdf.certs import CertError, ca_files, describe, ensure_ca, ensure_host, ensure_truststore, host_files
 from bdf.certs_cli import main
 
 
@@ -294,3 +297,73 @@ def test_cli_show_reads_a_certificate_from_stdin(tls_dir):
     assert result.exit_code == 0, result.output
     [entry] = json.loads(result.output)
     assert entry["file"] == "-" and entry["subject"] == "CN=BigDataFlow test CA,O=BigDataFlow"
+
+
+@pytest.fixture
+def store_password(tmp_path):
+    path = tmp_path / "truststore-password"
+    path.write_text("store-secret-" + "x" * 20 + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_truststore_holds_the_ca_alone_and_is_kept_while_it_does(tls_dir, store_password, tmp_path):
+    store = tmp_path / "out" / "truststore.p12"
+    first = ensure_truststore(ca_files(tls_dir)[1], store, store_password)
+    assert first.changed and _mode(store) == 0o644
+    loaded = pkcs12.load_pkcs12(store.read_bytes(), b"store-secret-" + b"x" * 20)
+    assert loaded.key is None
+    assert [entry.certificate for entry in loaded.additional_certs] == [_cert(ca_files(tls_dir)[1])]
+    data = store.read_bytes()
+    assert not ensure_truststore(ca_files(tls_dir)[1], store, store_password).changed
+    assert store.read_bytes() == data, "rewritten although it held the CA: every deploy would copy it again"
+
+
+def test_truststore_is_rewritten_for_another_ca_or_another_password(tls_dir, store_password, tmp_path):
+    store = tmp_path / "truststore.p12"
+    ensure_truststore(ca_files(tls_dir)[1], store, store_password)
+    other = tmp_path / "other"
+    ensure_ca(other, "other")
+    assert ensure_truststore(ca_files(other)[1], store, store_password).reason == (
+        "holds another certificate than the CA"
+    )
+    store_password.write_text("a-new-password\n")
+    outcome = ensure_truststore(ca_files(other)[1], store, store_password)
+    assert outcome.changed and outcome.reason == "does not open with the password"
+    pkcs12.load_pkcs12(store.read_bytes(), b"a-new-password")
+
+
+def test_truststore_password_file_readable_by_others_or_empty_is_refused(tls_dir, store_password, tmp_path):
+    store_password.chmod(0o644)
+    with pytest.raises(CertError, match=r"mode 0644; a password file must be 0600"):
+        ensure_truststore(ca_files(tls_dir)[1], tmp_path / "t.p12", store_password)
+    store_password.write_text("\n")
+    store_password.chmod(0o600)
+    with pytest.raises(CertError, match="is empty"):
+        ensure_truststore(ca_files(tls_dir)[1], tmp_path / "t.p12", store_password)
+    assert not (tmp_path / "t.p12").exists()
+
+
+@pytest.mark.skipif(shutil.which("keytool") is None, reason="needs the JDK's keytool")
+def test_java_reads_the_truststore_as_one_trusted_certificate(tls_dir, store_password, tmp_path):
+    store = tmp_path / "truststore.p12"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("truststore", "--ca", str(ca_files(tls_dir)[1]), "--out", str(store)),
+            *("--password-file", str(store_password), "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["changed"] is True
+    listed = subprocess.run(  # noqa: S603 - fixed argv; the password from its file, not argv
+        [
+            *("keytool", "-list", "-storetype", "PKCS12", "-keystore", str(store)),
+            *("-storepass:file", str(store_password)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "contains 1 entry" in listed.stdout and "trustedCertEntry" in listed.stdout

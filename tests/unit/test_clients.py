@@ -206,6 +206,9 @@ def test_spark_cassandra_connector_with_tls_gets_the_pkcs12_trust_store(login, c
     conf = clients.cassandra_spark_conf(settings, login)
     assert {key: conf[key] for key in conf if ".ssl." in key} == {
         "spark.cassandra.connection.ssl.enabled": "true",
+        # Not the connector's default RSA-only suites: the deployment's keys are EC.
+        "spark.cassandra.connection.ssl.enabledAlgorithms": "TLS_AES_256_GCM_SHA384,TLS_AES_128_GCM_SHA256,"
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
         "spark.cassandra.connection.ssl.trustStore.type": "PKCS12",
         "spark.cassandra.connection.ssl.trustStore.path": str(store),
         "spark.cassandra.connection.ssl.trustStore.password": "store-secret",
