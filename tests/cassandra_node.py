@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from dashboard import demo
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIST = REPO / ".artifacts" / "apache-cassandra-5.0.9-bin.tgz"
 DIST = Path(os.environ.get("BDF_CASSANDRA_DIST", DEFAULT_DIST))
@@ -100,12 +102,6 @@ PLAYBOOK = """\
         app_name: the stream job
         app_cassandra_user: "{{{{ bdf_cassandra_app_user }}}}"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -239,7 +235,7 @@ def running_node(work: Path, rendered: Rendered, port: int) -> Iterator[Node]:
         "CASSANDRA_LOG_DIR": str(work / "logs"),
         "MAX_HEAP_SIZE": HEAP,
         "HEAP_NEWSIZE": "128M",
-        "JMX_PORT": str(free_port()),
+        "JMX_PORT": str(demo.free_port()),
         # Test-only start-up shortcuts (one node): no ring delay, no wait for gossip to
         # settle, the default superuser at once.
         "JVM_EXTRA_OPTS": "-Dcassandra.ring_delay_ms=1000 -Dcassandra.skip_wait_for_gossip_to_settle=0"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from bdf import clients
 from bdf.config import Credentials, KafkaConnection
+from dashboard import demo
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIST = REPO / ".artifacts" / "kafka_2.13-4.4.0.tgz"
@@ -43,12 +43,6 @@ NEEDS_BROKER = [
 def password(user: str) -> str:
     """The generated password of a test user."""
     return f"{user}-pw-{ADMIN_PASSWORD[-8:]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -222,7 +216,7 @@ def running_broker(
     from confluent_kafka.admin import AdminClient
 
     home = _unpack(work)
-    broker_port, controller_port = _free_port(), _free_port()
+    broker_port, controller_port = demo.free_port(), demo.free_port()
     properties = work / "server.properties"
     super_users = ";".join(["User:admin", "User:controller", *extra_super_users])
     properties.write_text(

@@ -31,7 +31,8 @@ from cassandra.cluster import NoHostAvailable
 
 from bdf import clients
 from bdf.config import CassandraSettings, Credentials, load_settings
-from tests.cassandra_node import NEEDS_NODE, REPO, Node, free_port, render, running_node
+from dashboard import demo
+from tests.cassandra_node import NEEDS_NODE, REPO, Node, render, running_node
 from tests.tls import certificate_authority, write_pem
 
 pytestmark = NEEDS_NODE
@@ -46,8 +47,8 @@ CQLSH = os.environ.get("BDF_CQLSH") or shutil.which("cqlsh")
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("cassandra-tls")
-    port = free_port()
-    rendered = render(root, tls=True, cql_port=port, storage_port=free_port())
+    port = demo.free_port()
+    rendered = render(root, tls=True, cql_port=port, storage_port=demo.free_port())
     (root / "run").mkdir()
     with running_node(root / "run", rendered, port) as started:
         yield started
