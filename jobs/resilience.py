@@ -36,6 +36,7 @@ MAX_REASON_CHARACTERS = 200
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 
 Key = TypeVar("Key")
+Result = TypeVar("Result")
 
 
 class Stopping(Exception):
@@ -57,15 +58,16 @@ def refusal_reason(store: str, error: BaseException) -> str:
     return f"{store} refused the row: {name.rsplit('.', 1)[-1]}: {message}"[:MAX_REASON_CHARACTERS]
 
 
-def retry_while_unavailable(action: Callable[[], None], store: str, stopping: threading.Event) -> None:
-    """Run ``action`` until it does not fail for want of ``store``; other errors propagate."""
+def retry_while_unavailable(action: Callable[[], Result], store: str, stopping: threading.Event) -> Result:
+    """``action()`` of the first attempt that does not fail for want of ``store``; other
+    errors propagate."""
     attempt = 0
     while True:
         try:
-            action()
+            result = action()
             if attempt:
                 log.info("store answers again", extra={"fields": {"store": store, "attempts": attempt + 1}})
-            return
+            return result
         except Exception as error:
             if not is_unavailable(error):
                 raise

@@ -22,6 +22,7 @@ Run with ``spark-submit jobs/stream.py --config /etc/bigdataflow/bigdataflow.tom
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import signal
 import sys
@@ -148,17 +149,22 @@ class ProfileBatchWriter:
         # The counts and the aggregates' input ride along the Cassandra write instead of
         # costing Spark jobs of their own. Nothing is cached: the rare batch with dead
         # letters reads Kafka again.
-        observation = Observation(f"profiles-{batch_id}")
-        counted = prepared.observe(
-            observation,
-            F.count(F.lit(1)).alias("received"),
-            F.count("rejection").alias("dead_lettered"),
-            aggregate_input_lines().alias("aggregate_input"),
-        )
-        retry_while_unavailable(
-            lambda: self._profiles.write(stored_rows(counted)), "cassandra", self._stopping
-        )
-        observed = observation.get
+        attempts = itertools.count(1)
+
+        def write_observed() -> dict:
+            # A new observation per attempt: a failed write fills its observation too
+            # (with what the failed tasks counted, usually nothing).
+            observation = Observation(f"profiles-{batch_id}-{next(attempts)}")
+            counted = prepared.observe(
+                observation,
+                F.count(F.lit(1)).alias("received"),
+                F.count("rejection").alias("dead_lettered"),
+                aggregate_input_lines().alias("aggregate_input"),
+            )
+            self._profiles.write(stored_rows(counted))
+            return observation.get
+
+        observed = retry_while_unavailable(write_observed, "cassandra", self._stopping)
         received, dead_lettered = observed["received"], observed["dead_lettered"]
         if dead_lettered:
             self._dead_letters.write(rejected_messages(prepared))

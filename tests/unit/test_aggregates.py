@@ -153,6 +153,41 @@ def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(sp
     )
 
 
+class CassandraDownOnce(ListSink):
+    """Fails its first write inside a Spark action, as the connector does when Cassandra is
+    down (the action fails in the executors), then stores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outages = 1
+
+    def write(self, frame) -> None:
+        from pyspark.sql import functions as F
+
+        if self.outages:
+            self.outages -= 1
+            refused = F.raise_error(F.lit("Connection refused (test: Cassandra is down)"))
+            frame.select(refused).write.format("noop").mode("overwrite").save()
+        super().write(frame)
+
+
+@pytest.mark.spark
+def test_a_batch_retried_after_a_cassandra_outage_counts_and_spools_every_row(spark, keys, sample, tmp_path):
+    """The failed attempt's metrics (none) must not stand for the batch: the retried write
+    is the one that counts and feeds the aggregates."""
+    profiles, spool, store = (
+        CassandraDownOnce(),
+        AggregateInputSpool(tmp_path / "spool"),
+        InMemoryAggregateStore(),
+    )
+    writer = ProfileBatchWriter(profiles, ListSink(), spool, store)
+    writer(prepare(kafka_frame(spark, sample[:30], keys), keys, MAX_BYTES), 3)
+    assert profiles.outages == 0 and len(profiles.rows) == 30
+    assert store.batches == {"profiles:3": {"received": 30, "stored": 30, "dead_lettered": 0}}
+    (spooled,) = spool.folder.iterdir()
+    assert len(spooled.read_text().splitlines()) == 30
+
+
 def test_average_age_is_derived_from_the_mean_birth_day():
     births = [dt.date(1990, 1, 1), dt.date(2000, 1, 1)]
     document = {"users": 2, "birth_epoch_day_sum": sum((b - EPOCH).days for b in births)}
