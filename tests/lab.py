@@ -11,9 +11,13 @@ import collections
 import functools
 import json
 import os
+import re
+import socket
+import ssl
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -35,13 +39,17 @@ KEYSPACE, TABLE = "user_profiles", "profiles"
 ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
 
 
+GROUP_VARS = yaml.safe_load((REPO / "inventory" / "lab" / "group_vars" / "all.yml").read_text()) or {}
+# The Linux bridge of the lab's machines, on this machine (lab/lab.sh).
+BRIDGE = GROUP_VARS["lab_bridge"]
+
+
 def _tls_enabled() -> bool:
     """Whether the lab was deployed with bdf_tls_enabled: LAB_TLS=1 or 0, else the lab
     inventory's group_vars (false when it does not set it, the default)."""
     if os.environ.get("LAB_TLS") in ("0", "1"):
         return os.environ["LAB_TLS"] == "1"
-    group_vars = yaml.safe_load((REPO / "inventory" / "lab" / "group_vars" / "all.yml").read_text()) or {}
-    return bool(group_vars.get("bdf_tls_enabled", False))
+    return bool(GROUP_VARS.get("bdf_tls_enabled", False))
 
 
 TLS = _tls_enabled()
@@ -50,6 +58,17 @@ CA_FILE = SECRETS / "tls" / "ca.crt"
 MONGODB = f"{HOSTS['store1']}:27017"
 # The dashboard (group dashboard: spark1), HTTPS only with TLS.
 DASHBOARD_URL = f"{'https' if TLS else 'http'}://{HOSTS['spark1']}:8050/"
+
+# Every TLS listener of a lab deployed with bdf_tls_enabled, (host, port) by service: Kafka's
+# client and controller listeners, CQL, Cassandra's internode port, FerretDB, the dashboard.
+TLS_PORTS = {
+    "kafka": ("kafka1", 9092),
+    "kafka-controller": ("kafka1", 9093),
+    "cql": ("store1", 9042),
+    "cassandra-internode": ("store1", 7000),
+    "mongodb": ("store1", 27017),
+    "dashboard": ("spark1", 8050),
+}
 
 LAB_ONLY = [
     pytest.mark.integration,
@@ -116,6 +135,66 @@ def cassandra_cluster(user: str, secret_name: str):
     """A Cluster (bdf.clients) on the lab's Cassandra as ``user`` with a deployment password."""
     login = Credentials(username=user, password=secret(secret_name))
     return clients.cassandra_cluster(cassandra_connection(), login)
+
+
+def tls_handshake(host: str, port: int, ca_file: Path = CA_FILE, timeout: float = 10):
+    """(TLS version, the server's certificate) after a handshake with ``host``'s ``port``
+    that verified the chain against ``ca_file`` and the host's address, as every lab client
+    does; ssl.SSLCertVerificationError when the certificate does not pass."""
+    from cryptography import x509
+
+    address = HOSTS[host]
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection((address, port), timeout=timeout) as sock,
+        context.wrap_socket(sock, server_hostname=address) as tls,
+    ):
+        return tls.version(), x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def personal_needles(users: Iterable[dict]) -> set[bytes]:
+    """What a scan for readable personal data looks for, as UTF-8 bytes: each email, and
+    each first and last name, street name, phone and cell as a JSON member (compact, as
+    bdf-producer's orjson writes it, and with json.dumps' space), and also bare when it
+    is 8 bytes or longer (shorter, a bare value could turn up in any binary by chance)."""
+    needles = set()
+    for user in users:
+        needles.add(user["email"].encode())
+        fields = {
+            "first": user["name"]["first"],
+            "last": user["name"]["last"],
+            "name": user["location"]["street"]["name"],
+            "phone": user["phone"],
+            "cell": user["cell"],
+        }
+        for field, value in fields.items():
+            member = json.dumps({field: value}, ensure_ascii=False)[1:-1]
+            needles |= {member.encode(), member.replace('": ', '":', 1).encode()}
+            if len(value.encode()) >= 8:
+                needles.add(value.encode())
+    return needles
+
+
+def needle_pattern(needles: Iterable[bytes]) -> re.Pattern[bytes]:
+    """One regular expression matching any of ``needles``, as a trie (one branch per next
+    byte): a flat alternation of thousands of needles scans a megabyte in seconds, this
+    scans a hundred in seconds."""
+    trie: dict = {}
+    for needle in needles:
+        node = trie
+        for byte in needle:
+            node = node.setdefault(byte, {})
+        node[None] = {}  # a needle ends here
+
+    def branch(node: dict) -> bytes:
+        following = sorted(byte for byte in node if byte is not None)
+        children = [re.escape(bytes([byte])) + branch(node[byte]) for byte in following]
+        if not children:
+            return b""
+        body = children[0] if len(children) == 1 else b"(?:" + b"|".join(children) + b")"
+        return b"(?:" + body + b")?" if None in node else body
+
+    return re.compile(branch(trie))
 
 
 def erased_rows() -> int:

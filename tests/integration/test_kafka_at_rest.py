@@ -3,33 +3,33 @@
 The deployed bdf-producer publishes profiles of a known seed (the offline source is
 reproducible), this test publishes a few more that the job must dead-letter (a contract
 violation, plain JSON from an "old producer"), then a real consumer reads every record of
-both topics and looks for the profiles' names and emails, as bytes, in values, keys and
-headers. Needles are long (an email, a JSON name field), so ciphertext cannot hold one by
-chance.
+both topics and looks for the profiles' names, emails, phones and streets, as bytes, in
+values, keys and headers (tests/lab.py personal_needles). Needles are long (an email, a
+JSON field, a value of 8 bytes or more), so ciphertext cannot hold one by chance.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 
 from jobs.randomuser_server import generate_users
 from tests.factories import generated_profiles
 from tests.factories import with_value as _with
-from tests.lab import DLQ, LAB_ONLY, TOPIC, eventually, kafka_conf, sealed, ssh
+from tests.lab import (
+    DLQ,
+    LAB_ONLY,
+    TOPIC,
+    eventually,
+    kafka_conf,
+    needle_pattern,
+    personal_needles,
+    sealed,
+    ssh,
+)
 
 pytestmark = LAB_ONLY
 VENV = "/opt/bigdataflow/venv"
-
-
-def _needles(users: list[dict]) -> set[bytes]:
-    needles = set()
-    for user in users:
-        needles.add(user["email"].encode())
-        for part in ("first", "last"):
-            needles.add(json.dumps({part: user["name"][part]}, ensure_ascii=False)[1:-1].encode())
-    return needles
 
 
 def _every_record(topic: str) -> list:
@@ -61,7 +61,7 @@ def _every_record(topic: str) -> list:
 
 def _holding(records: list, needles: set[bytes]) -> list[str]:
     """Positions of the records whose value, key or a header holds one of ``needles``."""
-    pattern = re.compile(b"|".join(re.escape(needle) for needle in sorted(needles)))
+    pattern = needle_pattern(needles)
     found = []
     for record in records:
         fields = [record.value() or b"", record.key() or b""]
@@ -100,8 +100,8 @@ def test_no_name_or_email_of_a_produced_profile_is_readable_in_either_topic():
     raw, dead = _every_record(TOPIC), _every_record(DLQ)
     assert len(raw) >= count and len(dead) >= 2
     # The plain poison message is the one readable record: the job seals it as a dead letter.
-    assert _holding(dead, _needles(poisoned)) == []
-    assert _holding([r for r in raw if r.key() != second], _needles(produced + poisoned[:1])) == []
-    assert _holding([r for r in raw if r.key() == second], _needles(poisoned[1:])), (
+    assert _holding(dead, personal_needles(poisoned)) == []
+    assert _holding([r for r in raw if r.key() != second], personal_needles(produced + poisoned[:1])) == []
+    assert _holding([r for r in raw if r.key() == second], personal_needles(poisoned[1:])), (
         "the check sees plain text"
     )
