@@ -4,27 +4,36 @@ Each fault (the job or the broker killed with SIGKILL, the Spark master restarte
 Cassandra or FerretDB stopped for a minute, the store host's power cut for a minute) must
 lose nothing and count nothing twice: every published profile is stored once and the
 aggregates grow by an independent count of them. While FerretDB is down, profiles must
-keep reaching Cassandra (the stores fail independently).
+keep reaching Cassandra (the stores fail independently). With TLS on, a certificate
+rotation (`make rotate-certs`: every host's services restarted, one host at a time) under
+a steady 500 profiles/s must lose nothing either.
 
-Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 minutes a fault.
+Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 minutes a
+fault, 8 to 10 for the rotation.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 
 import pytest
 
+from jobs.randomuser_server import generate_users
 from tests.factories import generated_profiles
 from tests.lab import (
+    HOSTS,
     LAB_ONLY,
     REPO,
+    TLS,
+    TLS_PORTS,
     TOPIC,
     aggregates_match_cassandra,
     dead_letters,
@@ -35,6 +44,7 @@ from tests.lab import (
     ssh,
     stored_ids,
     stored_of,
+    tls_handshake,
 )
 
 pytestmark = LAB_ONLY
@@ -63,7 +73,7 @@ def _run(host: str | None, command: str) -> subprocess.CompletedProcess[str]:
     return ssh(host, command)
 
 
-def _publish_steadily(profiles: list[dict], failures: list[str]) -> None:
+def _publish_steadily(profiles: Iterable[dict], failures: list[str], rate: float = RATE_PER_SECOND) -> None:
     from confluent_kafka import Producer
 
     producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
@@ -73,15 +83,18 @@ def _publish_steadily(profiles: list[dict], failures: list[str]) -> None:
             failures.append(str(error))
 
     started = time.monotonic()
-    for index, profile in enumerate(profiles):
-        producer.produce(
-            TOPIC,
-            key=profile["login"]["uuid"].encode(),
-            value=sealed(json.dumps(profile)),
-            on_delivery=delivered,
-        )
-        producer.poll(0)
-        time.sleep(max(0.0, started + index / RATE_PER_SECOND - time.monotonic()))
+    try:
+        for index, profile in enumerate(profiles):
+            producer.produce(
+                TOPIC,
+                key=profile["login"]["uuid"].encode(),
+                value=sealed(json.dumps(profile)),
+                on_delivery=delivered,
+            )
+            producer.poll(0)
+            time.sleep(max(0.0, started + index / rate - time.monotonic()))
+    except Exception as error:  # the test reads failures: a dead thread alone says nothing
+        failures.append(f"publishing stopped: {error!r}")
     remaining = producer.flush(180)
     if remaining:
         failures.append(f"{remaining} messages never acknowledged")
@@ -155,3 +168,91 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
         ssh("kafka1", "systemctl start bdf-producer")
         if recover:
             _run(host, recover)
+
+
+ROTATION_RATE_PER_SECOND = 500
+ROTATION_MIN_LOAD_SECONDS = 60
+HOST_CERTIFICATE = "/etc/bigdataflow/tls/host.crt"
+
+
+def _certificate_serials() -> dict[str, int]:
+    """Each host's certificate serial (roles/tls installs host.crt), by host."""
+    serials = {}
+    for host in HOSTS:
+        shown = ssh(host, f"openssl x509 -noout -serial -in {HOST_CERTIFICATE}")
+        assert shown.returncode == 0, f"{host}: {shown.stderr}"
+        serials[host] = int(shown.stdout.strip().removeprefix("serial="), 16)
+    return serials
+
+
+def _pages(seed: str, published: list[dict], until: threading.Event, seconds: list[float]) -> Iterator[dict]:
+    """Generated profiles, one second's worth (a page of the offline source) at a time,
+    until ``until`` is set and the load has lasted ROTATION_MIN_LOAD_SECONDS (then into
+    ``seconds``); each page goes into ``published`` before it is published."""
+    started = time.monotonic()
+    for page in itertools.count(1):
+        if until.is_set() and time.monotonic() - started >= ROTATION_MIN_LOAD_SECONDS:
+            seconds.append(time.monotonic() - started)
+            return
+        profiles = generate_users(ROTATION_RATE_PER_SECOND, seed, page)
+        published.extend(profiles)
+        yield from profiles
+
+
+@pytest.mark.skipif(not TLS, reason="the lab runs without TLS: no certificate to rotate (LAB_TLS=1)")
+def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, record_property):
+    """`make rotate-certs INVENTORY=inventory/lab` while profiles are published at a steady
+    500/s, from 10 s before it until it has ended (60 s at the least): every host gets a
+    certificate with a new serial, which every TLS port presents afterwards; every
+    published profile is stored once and the aggregates equal an independent count.
+    About 8 to 10 minutes: the rotation restarts Kafka, the dashboard, Cassandra and
+    FerretDB, one host at a time, each gated on its health (4 to 6 minutes on the lab);
+    then the job catches up and the checks read every profile back."""
+    before = _certificate_serials()
+    published: list[dict] = []
+    rotated = threading.Event()
+    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    try:
+        settled(cassandra, mongo)
+        failures: list[str] = []
+        seconds: list[float] = []
+        pages = _pages(f"rotation-{uuid.uuid4().hex[:6]}", published, rotated, seconds)
+        publisher = threading.Thread(
+            target=_publish_steadily, args=(pages, failures, ROTATION_RATE_PER_SECOND)
+        )
+        publisher.start()
+        try:
+            time.sleep(FAULT_STARTS_AFTER_SECONDS)
+            rotation = subprocess.run(
+                ["make", "rotate-certs", "INVENTORY=inventory/lab"],  # noqa: S607 - the operator's command
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=False,
+            )
+        finally:
+            rotated.set()
+            publisher.join()
+        assert rotation.returncode == 0, rotation.stdout[-3000:] + rotation.stderr[-2000:]
+        assert failures == [], "the producer lost messages (acks=all)"
+        rate = len(published) / seconds[0]
+        record_property("published_per_second", round(rate))
+        assert rate >= 0.9 * ROTATION_RATE_PER_SECOND, f"{rate:.0f} profiles/s: this machine did not keep up"
+
+        after = _certificate_serials()
+        assert [host for host in HOSTS if after[host] == before[host]] == [], "certificates not renewed"
+        for service, (host, port) in TLS_PORTS.items():
+            _, certificate = tls_handshake(host, port)
+            assert certificate.serial_number == after[host], f"{service} still presents the old certificate"
+
+        ids = [uuid.UUID(profile["login"]["uuid"]) for profile in published]
+        assert len(set(ids)) == len(ids)
+        try:
+            eventually(lambda: _stored_all(cassandra, ids), 600, "every profile stored")
+        except pytest.fail.Exception:
+            pytest.fail(_what_is_missing(cassandra, published))
+        aggregates_match_cassandra(cassandra, mongo)
+        print(f"rotation: {len(ids)} profiles at {rate:.0f}/s over {seconds[0]:.0f} s, all stored once")
+    finally:
+        ssh("kafka1", "systemctl start bdf-producer")
