@@ -131,9 +131,9 @@ demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, 
 	lab/lab.sh up
 	$(MAKE) deploy INVENTORY=inventory/lab
 	@spark=$$(awk '/spark1:/{getline; print $$2; exit}' inventory/lab/hosts.yml); \
-	  if grep -Eq '^bdf_tls_enabled: *(true|yes)' inventory/lab/group_vars/all.yml; then \
-	    echo "Dashboard:       https://$$spark:8050 (trust the CA .secrets/lab/tls/ca.crt)"; \
-	  else echo "Dashboard:       http://$$spark:8050"; fi; \
+	  if grep -Eq '^bdf_tls_enabled: *(false|no)' inventory/lab/group_vars/all.yml; then \
+	    echo "Dashboard:       http://$$spark:8050"; \
+	  else echo "Dashboard:       https://$$spark:8050 (trust the CA .secrets/lab/tls/ca.crt)"; fi; \
 	  echo "Spark master UI: http://127.0.0.1:8080 after" \
 	    "ssh -i /var/lib/bigdataflow-lab/ssh/id_ed25519 -L 8080:$$spark:8080 root@$$spark"
 

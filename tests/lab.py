@@ -46,10 +46,11 @@ BRIDGE = GROUP_VARS["lab_bridge"]
 
 def _tls_enabled() -> bool:
     """Whether the lab was deployed with bdf_tls_enabled: LAB_TLS=1 or 0, else the lab
-    inventory's group_vars (false when it does not set it, the default)."""
+    inventory's group_vars, else the roles' default."""
     if os.environ.get("LAB_TLS") in ("0", "1"):
         return os.environ["LAB_TLS"] == "1"
-    return bool(GROUP_VARS.get("bdf_tls_enabled", False))
+    defaults = yaml.safe_load((REPO / "roles" / "bdf_defaults" / "defaults" / "main.yml").read_text())
+    return bool(GROUP_VARS.get("bdf_tls_enabled", defaults["bdf_tls_enabled"]))
 
 
 TLS = _tls_enabled()
