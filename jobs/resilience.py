@@ -14,10 +14,13 @@ chain as text):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 log = logging.getLogger("bigdataflow.stream")
@@ -43,6 +46,76 @@ class Stopping(Exception):
     """The job is stopping while a write waits for its store."""
 
 
+# The exit status of a job that gave up on a stalled write (EX_TEMPFAIL): systemd
+# starts it again (Restart=on-failure) from its checkpoint.
+EXIT_STALLED = 75
+
+
+class StalledWriteWatchdog:
+    """Ends the process when one write attempt runs longer than its limit.
+
+    The Cassandra Java driver can wait for ever on a schema refresh of a session whose
+    node vanished (the store host's power cut on the lab): no error and no timeout, the
+    job stays active and stores nothing. Nothing tells the driver to give up, so the job
+    exits and systemd starts it again from its checkpoint; the writes are idempotent
+    upserts. Inert until ``start``: the unit tests' writers are not watched.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._attempts: dict[object, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._limit_seconds: float | None = None
+
+    def arm(self, limit_seconds: float) -> None:
+        """Watch attempts from now on; ``check`` ends a stalled one."""
+        self._limit_seconds = limit_seconds
+
+    def start(self, limit_seconds: float, check_every_seconds: float = 5) -> None:
+        """``arm``, and check every few seconds in a thread of its own."""
+        self.arm(limit_seconds)
+
+        def watch() -> None:
+            while True:
+                time.sleep(check_every_seconds)
+                self.check()
+
+        threading.Thread(target=watch, name="stalled-write-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def watching(self, store: str) -> Iterator[None]:
+        attempt = object()
+        with self._lock:
+            self._attempts[attempt] = (store, self._clock())
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._attempts[attempt]
+
+    def stalled(self) -> list[tuple[str, float]]:
+        """(store, seconds) of the attempts running longer than the limit."""
+        if self._limit_seconds is None:
+            return []
+        now = self._clock()
+        with self._lock:
+            running = [(store, now - since) for store, since in self._attempts.values()]
+        return [(store, seconds) for store, seconds in running if seconds > self._limit_seconds]
+
+    def check(self, exit_process: Callable[[int], None] = os._exit) -> None:
+        for store, seconds in self.stalled():
+            log.error(
+                "write stalled: exiting so that systemd starts the job again from its checkpoint",
+                extra={"fields": {"store": store, "seconds": round(seconds), "exit_status": EXIT_STALLED}},
+            )
+            logging.shutdown()
+            exit_process(EXIT_STALLED)
+            return
+
+
+WRITE_WATCHDOG = StalledWriteWatchdog()
+
+
 _STACK_FRAME = re.compile(r"^\s+at .*$|^\s+\.\.\. \d+ more$", re.MULTILINE)
 
 
@@ -64,7 +137,8 @@ def retry_while_unavailable(action: Callable[[], Result], store: str, stopping: 
     attempt = 0
     while True:
         try:
-            result = action()
+            with WRITE_WATCHDOG.watching(store):
+                result = action()
             if attempt:
                 log.info("store answers again", extra={"fields": {"store": store, "attempts": attempt + 1}})
             return result

@@ -42,7 +42,13 @@ from bdf.logs import setup_logging
 from bdf.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.cli_options import config_option, verbose_option
 from jobs.quarantine import QuarantinedMessage, QuarantineError, load_quarantine
-from jobs.resilience import Stopping, is_unavailable, refused_rows, retry_while_unavailable
+from jobs.resilience import (
+    WRITE_WATCHDOG,
+    Stopping,
+    is_unavailable,
+    refused_rows,
+    retry_while_unavailable,
+)
 from jobs.sinks import (
     AggregateInputSink,
     AggregateInputSpool,
@@ -388,6 +394,7 @@ def run(settings: Settings) -> None:
     spark.sparkContext.setLogLevel("WARN")
     spark.streams.addListener(ProgressLog())
     stopping = threading.Event()
+    WRITE_WATCHDOG.start(stream.stalled_write_seconds)
     outbox = BatchRecordOutbox(checkpoint_folder(stream, BATCH_RECORDS_FOLDER), store)
     outbox.start_delivery(stopping)
     profile_writer = ProfileBatchWriter(

@@ -8,6 +8,8 @@ import pytest
 
 from jobs import resilience
 from jobs.resilience import (
+    EXIT_STALLED,
+    StalledWriteWatchdog,
     Stopping,
     is_unavailable,
     refusal_reason,
@@ -112,3 +114,38 @@ def test_stopping_ends_the_wait():
 
     with pytest.raises(Stopping):
         retry_while_unavailable(write, "cassandra", stopping)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_write_attempt_past_its_limit_ends_the_process_for_systemd_to_restart():
+    clock, exits = FakeClock(), []
+    watchdog = StalledWriteWatchdog(clock)
+    watchdog.arm(300)
+    with watchdog.watching("cassandra"):
+        clock.now += 299
+        watchdog.check(exits.append)
+        assert exits == []
+        clock.now += 2
+        watchdog.check(exits.append)
+    assert exits == [EXIT_STALLED]
+
+
+def test_finished_attempts_and_an_unstarted_watchdog_end_nothing():
+    clock, exits = FakeClock(), []
+    watchdog = StalledWriteWatchdog(clock)
+    with watchdog.watching("mongodb"):
+        clock.now += 10_000
+        watchdog.check(exits.append)  # not started: the unit tests' writers
+    watchdog.arm(300)
+    with watchdog.watching("cassandra"):
+        clock.now += 10
+    clock.now += 10_000
+    watchdog.check(exits.append)
+    assert exits == [] and watchdog.stalled() == []
