@@ -8,7 +8,7 @@ keep reaching Cassandra (the stores fail independently). With TLS on, a certific
 rotation (`make rotate-certs`: every host's services restarted, one host at a time) under
 a steady 500 profiles/s must lose nothing either.
 
-Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); about 2 minutes a
+Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); 3 to 8 minutes a
 fault, 8 to 10 for the rotation.
 """
 
