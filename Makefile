@@ -117,6 +117,10 @@ status: install ## Every service on every host of INVENTORY, and the pipeline's 
 rotate-certs: install ## New host certificates on INVENTORY, one host at a time, restarting the services using them
 	$(PLAYBOOK) playbooks/rotate_certs.yml
 
+.PHONY: restart
+restart: install ## Restart GROUP's service on INVENTORY, one host at a time, each gated on its health (make restart GROUP=kafka)
+	$(PLAYBOOK) playbooks/restart.yml -e restart_group=$(GROUP)
+
 .PHONY: lab-up
 lab-up: ## Start the local lab: Debian 12 systemd-nspawn machines on bridge bdf0 (root)
 	lab/lab.sh up
