@@ -143,15 +143,34 @@ def cassandra_ssl_context(cassandra: CassandraConnection) -> ssl.SSLContext | No
     return context
 
 
-def cassandra_cluster(cassandra: CassandraConnection, credentials: Credentials | None, **options: Any):
-    """A cassandra-driver Cluster (not connected); ``options`` add driver settings."""
+def cassandra_cluster(
+    cassandra: CassandraConnection,
+    credentials: Credentials | None,
+    *,
+    row_factory: Any = None,
+    **options: Any,
+):
+    """A cassandra-driver Cluster (not connected); ``options`` add driver settings.
+
+    Statements run at LOCAL_QUORUM by default (the default execution profile): with a
+    replication factor of 3, two replicas in the local DC; with 1, the one replica.
+    ``row_factory`` replaces the profile's (the driver refuses ``session.row_factory``
+    once execution profiles are used).
+    """
+    from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
 
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter),
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+    )
+    if row_factory is not None:
+        profile.row_factory = row_factory
     settings: dict[str, Any] = {
         "port": cassandra.port,
-        "load_balancing_policy": DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter),
+        "execution_profiles": {EXEC_PROFILE_DEFAULT: profile},
         "protocol_version": CQL_PROTOCOL_VERSION,
         "ssl_context": cassandra_ssl_context(cassandra),
     }
@@ -173,6 +192,9 @@ def cassandra_spark_conf(cassandra: CassandraSettings, credentials: Credentials)
         "spark.cassandra.connection.localDC": cassandra.local_datacenter,
         "spark.cassandra.auth.username": credentials.username,
         "spark.cassandra.auth.password": credentials.password,
+        # Reads and writes at LOCAL_QUORUM, as the Python clients (cassandra_cluster).
+        "spark.cassandra.input.consistency.level": "LOCAL_QUORUM",
+        "spark.cassandra.output.consistency.level": "LOCAL_QUORUM",
     }
     if cassandra.tls:
         conf |= {

@@ -70,7 +70,7 @@ def cassandra_profiles(settings: CassandraSettings) -> Iterator[CassandraProfile
     from cassandra.query import dict_factory
 
     cluster = clients.cassandra_cluster(
-        settings, load_credentials(settings.credentials_file), connect_timeout=10
+        settings, load_credentials(settings.credentials_file), row_factory=dict_factory, connect_timeout=10
     )
     try:
         try:
@@ -78,7 +78,6 @@ def cassandra_profiles(settings: CassandraSettings) -> Iterator[CassandraProfile
         except NoHostAvailable as exc:
             hosts = ", ".join(f"{host}:{settings.port}" for host in settings.hosts)
             raise StoreError(f"cannot connect to Cassandra at {hosts}: {_first_error(exc)}") from None
-        session.row_factory = dict_factory
         yield CassandraProfiles(session, settings.keyspace, settings.table)
     finally:
         cluster.shutdown()

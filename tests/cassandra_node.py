@@ -53,7 +53,6 @@ ROLE_DEFAULTS = [
     "roles/bdf_defaults/defaults/main.yml",
     "roles/tls/defaults/main.yml",
     "roles/cassandra/defaults/main.yml",
-    "roles/cassandra/vars/main.yml",
 ]
 
 PLAYBOOK = """\

@@ -132,10 +132,10 @@ def mongo_connection(**fields) -> MongoConnection:
     return MongoConnection(hosts=[MONGODB], tls=TLS, ca_file=CA_FILE if TLS else None, **fields)
 
 
-def cassandra_cluster(user: str, secret_name: str):
+def cassandra_cluster(user: str, secret_name: str, **options):
     """A Cluster (bdf.clients) on the lab's Cassandra as ``user`` with a deployment password."""
     login = Credentials(username=user, password=secret(secret_name))
-    return clients.cassandra_cluster(cassandra_connection(), login)
+    return clients.cassandra_cluster(cassandra_connection(), login, **options)
 
 
 def tls_handshake(host: str, port: int, ca_file: Path = CA_FILE, timeout: float = 10):

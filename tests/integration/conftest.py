@@ -17,9 +17,8 @@ def cassandra() -> Iterator[Any]:
     """A session on the profile keyspace as the application role; rows are dicts."""
     from cassandra.query import dict_factory
 
-    cluster = cassandra_cluster("bigdataflow", "cassandra-app")
+    cluster = cassandra_cluster("bigdataflow", "cassandra-app", row_factory=dict_factory)
     session = cluster.connect(KEYSPACE)
-    session.row_factory = dict_factory
     yield session
     cluster.shutdown()
 

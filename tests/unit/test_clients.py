@@ -154,11 +154,23 @@ def test_cassandra_clear_text_cluster_logs_in_with_the_dc_aware_policy(login):
     assert [str(point) for point in cluster.contact_points] == ["10.0.0.1", "10.0.0.2"]
     assert (cluster.port, cluster.connect_timeout, cluster.protocol_version) == (9142, 7, 5)
     assert cluster.ssl_context is None
-    assert cluster.load_balancing_policy.local_dc == "dc9"
+    assert cluster.profile_manager.default.load_balancing_policy.local_dc == "dc9"
     assert (cluster.auth_provider.username, cluster.auth_provider.password) == (
         login.username,
         login.password,
     )
+
+
+def test_cassandra_reads_and_writes_at_local_quorum_by_default(login):
+    from cassandra import ConsistencyLevel
+    from cassandra.query import dict_factory
+
+    cluster = clients.cassandra_cluster(
+        CassandraConnection(hosts=["10.0.0.1"]), login, row_factory=dict_factory
+    )
+    profile = cluster.profile_manager.default
+    assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    assert profile.row_factory is dict_factory
 
 
 def test_cassandra_without_credentials_has_no_auth_provider():
@@ -192,6 +204,8 @@ def test_spark_cassandra_connector_gets_no_ssl_options_without_tls(login, tmp_pa
         "spark.cassandra.connection.localDC": "datacenter1",
         "spark.cassandra.auth.username": login.username,
         "spark.cassandra.auth.password": login.password,
+        "spark.cassandra.input.consistency.level": "LOCAL_QUORUM",
+        "spark.cassandra.output.consistency.level": "LOCAL_QUORUM",
     }
 
 

@@ -1,0 +1,66 @@
+"""playbooks/validate.yml against small inventories: replication defaults follow the
+inventory, and an explicit value the inventory cannot hold fails naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import yaml
+
+from tests.roles import REPO
+
+GROUPS = ("spark_master", "spark_workers", "stream_job", "producer", "mongodb")
+
+
+def validate(tmp_path, kafka_hosts: int, kafka_vars: dict | None = None):
+    hosts = {f"k{i}": {"ansible_host": f"10.99.1.{i}"} for i in range(1, kafka_hosts + 1)}
+    hosts["s1"] = {"ansible_host": "10.99.2.1"}
+    children = {group: {"hosts": {"s1": None}} for group in (*GROUPS, "cassandra")}
+    children["kafka"] = {"hosts": dict.fromkeys(hosts.keys() - {"s1"})}
+    inventory = tmp_path / "inv"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts, "children": children}}))
+    if kafka_vars:
+        (inventory / "group_vars" / "kafka.yml").write_text(yaml.safe_dump(kafka_vars))
+    (tmp_path / "manifest.json").write_text("{}")
+    return subprocess.run(  # noqa: S603 - fixed command
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(inventory / "hosts.yml"),
+            str(REPO / "playbooks/validate.yml"),
+            "-e",
+            json.dumps({"artifacts_dir": str(tmp_path)}),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ | {"ANSIBLE_ROLES_PATH": str(REPO / "roles")},
+    )
+
+
+def test_replication_defaults_pass_on_one_node(tmp_path):
+    result = validate(tmp_path, 1)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_explicit_rf_3_on_one_broker_fails_naming_the_key_and_inventory(tmp_path):
+    result = validate(tmp_path, 1, {"kafka_default_replication_factor": 3})
+    assert result.returncode != 0
+    assert "kafka_default_replication_factor is 3" in result.stdout
+    assert "hosts.yml" in result.stdout
+
+
+def test_explicit_rf_3_on_three_brokers_passes(tmp_path):
+    result = validate(tmp_path, 3, {"kafka_default_replication_factor": 3})
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_min_isr_above_rf_fails(tmp_path):
+    result = validate(tmp_path, 3, {"kafka_min_insync_replicas": 4})
+    assert result.returncode != 0
+    assert "kafka_min_insync_replicas is 4" in result.stdout
