@@ -31,19 +31,10 @@ GROUPS = (
 )
 
 
-def ansible_playbook(
-    inventory: Path, playbook: Path, extra_vars: dict[str, Any], roles_path: list[Path] = ()
-) -> str:
-    """Run the project's ansible-playbook from the checkout; its output (it must succeed)."""
-    result = subprocess.run(  # noqa: S603 - fixed command
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(playbook),
-            "-e",
-            json.dumps(extra_vars),
-        ],
+def run_playbook(args: list[str], roles_path: list[Path] = ()) -> subprocess.CompletedProcess:
+    """Run the project's ansible-playbook from the checkout with ``args``; the finished process."""
+    return subprocess.run(  # noqa: S603 - fixed command
+        [str(REPO / ".venv" / "bin" / "ansible-playbook"), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -51,6 +42,13 @@ def ansible_playbook(
         check=False,
         env=os.environ | {"ANSIBLE_ROLES_PATH": ":".join(str(p) for p in [*roles_path, REPO / "roles"])},
     )
+
+
+def ansible_playbook(
+    inventory: Path, playbook: Path, extra_vars: dict[str, Any], roles_path: list[Path] = ()
+) -> str:
+    """run_playbook of ``playbook`` on ``inventory``; its output (it must succeed)."""
+    result = run_playbook(["-i", str(inventory), str(playbook), "-e", json.dumps(extra_vars)], roles_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return result.stdout
 

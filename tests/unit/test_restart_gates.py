@@ -8,7 +8,6 @@ running cluster); these tests prove the conditions pass and fail on the tools' o
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.roles import REPO
+from tests.roles import REPO, run_playbook
 
 BROKERS = ("kafka1", "kafka2", "kafka3")
 HEADER = (
@@ -41,18 +40,6 @@ PLAYBOOK = """\
         name: kafka
         tasks_from: cluster_health.yml
 """
-
-
-def run(args: list[str], cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(  # noqa: S603 - fixed command
-        [str(REPO / ".venv" / "bin" / "ansible-playbook"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=os.environ | {"ANSIBLE_ROLES_PATH": str(REPO / "roles")},
-    )
 
 
 def gate(tmp_path, under_replicated: list[str], quorum: list[str]) -> subprocess.CompletedProcess:
@@ -86,7 +73,9 @@ def gate(tmp_path, under_replicated: list[str], quorum: list[str]) -> subprocess
         "kafka_install_dir": str(tmp_path / "kafka"),
         "kafka_health_timeout_seconds": 1,  # two attempts, 5 s apart
     }
-    return run(["-i", str(tmp_path / "inventory.yml"), str(tmp_path / "gate.yml"), "-e", json.dumps(extra)])
+    return run_playbook(
+        ["-i", str(tmp_path / "inventory.yml"), str(tmp_path / "gate.yml"), "-e", json.dumps(extra)]
+    )
 
 
 def test_kafka_gate_passes_with_no_under_replicated_partition_and_every_voter_caught_up(tmp_path):
@@ -127,7 +116,9 @@ def test_restart_refuses_an_unknown_group_before_contacting_a_host(tmp_path):
     # An address that cannot answer: any attempt to reach it would show as UNREACHABLE.
     inventory = {"all": {"children": {"kafka": {"hosts": {"kafka1": {"ansible_host": "192.0.2.1"}}}}}}
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    result = run(["-i", str(tmp_path / "inventory.yml"), "playbooks/restart.yml", "-e", "restart_group=nope"])
+    result = run_playbook(
+        ["-i", str(tmp_path / "inventory.yml"), "playbooks/restart.yml", "-e", "restart_group=nope"]
+    )
     assert result.returncode != 0
     assert "restart_group=nope" in result.stdout
     assert (

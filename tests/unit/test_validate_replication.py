@@ -4,12 +4,10 @@ inventory, and an explicit value the inventory cannot hold fails naming the key.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import yaml
 
-from tests.roles import REPO
+from tests.roles import run_playbook
 
 GROUPS = ("spark_master", "spark_workers", "stream_job", "producer", "mongodb")
 
@@ -25,21 +23,14 @@ def validate(tmp_path, kafka_hosts: int, kafka_vars: dict | None = None):
     if kafka_vars:
         (inventory / "group_vars" / "kafka.yml").write_text(yaml.safe_dump(kafka_vars))
     (tmp_path / "manifest.json").write_text("{}")
-    return subprocess.run(  # noqa: S603 - fixed command
+    return run_playbook(
         [
-            str(REPO / ".venv/bin/ansible-playbook"),
             "-i",
             str(inventory / "hosts.yml"),
-            str(REPO / "playbooks/validate.yml"),
+            "playbooks/validate.yml",
             "-e",
             json.dumps({"artifacts_dir": str(tmp_path)}),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=os.environ | {"ANSIBLE_ROLES_PATH": str(REPO / "roles")},
+        ]
     )
 
 
