@@ -59,11 +59,14 @@ validate-vagrant: ## vagrant validate the Vagrantfile with the libvirt provider 
 	@command -v vagrant >/dev/null || { echo "vagrant is not installed: make deps DEPS=vagrant" >&2; exit 2; }
 	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
+# The tests/integration files that start their own servers on 127.0.0.1: make test-servers
+# runs them, make e2e (the lab's tests) leaves them out.
+SERVER_TESTS := $(addprefix tests/integration/,test_acl_kafka.py test_dlq_kafka.py test_tls_kafka.py \
+  test_tls_ferretdb.py test_tls_dashboard.py test_tls_cassandra.py)
+
 .PHONY: test-servers
 test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in headless Chromium (FerretDB), ACLs, bdf-dlq, TLS (Kafka, FerretDB, Cassandra)
-	$(BIN)/pytest tests/browser tests/integration/test_acl_kafka.py tests/integration/test_dlq_kafka.py \
-	  tests/integration/test_tls_kafka.py tests/integration/test_tls_ferretdb.py \
-	  tests/integration/test_tls_dashboard.py tests/integration/test_tls_cassandra.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/browser $(SERVER_TESTS) $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests
@@ -74,7 +77,7 @@ e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotenc
 	$(MAKE) deploy INVENTORY=inventory/lab
 	set -o pipefail; $(MAKE) deploy INVENTORY=inventory/lab ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
 	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
-	LAB=1 $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	LAB=1 $(BIN)/pytest tests/integration $(addprefix --ignore=,$(SERVER_TESTS)) $(PYTEST_ARGS)
 
 .PHONY: faults
 faults: install ## On the deployed lab: kill the job/broker, stop Cassandra/FerretDB, cut the store host's power, under load; nothing lost (LAB=1)

@@ -34,6 +34,7 @@ HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items(
 KAFKA = f"{HOSTS['kafka1']}:9092"
 TOPIC, DLQ = "user_profiles", "user_profiles_dlq"
 KEYSPACE, TABLE = "user_profiles", "profiles"
+AGGREGATES_DB = "user_profiles"  # MongoDB
 # The erasures the tests made on this deployment (bdf-gdpr's log): the aggregates keep
 # counting erased people, so stored rows + erased rows == the total.
 ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
@@ -130,6 +131,17 @@ def cassandra_connection() -> CassandraConnection:
 def mongo_connection(**fields) -> MongoConnection:
     """The lab's FerretDB, over TLS verified against the lab CA when the lab runs TLS."""
     return MongoConnection(hosts=[MONGODB], tls=TLS, ca_file=CA_FILE if TLS else None, **fields)
+
+
+def stream_mongo_client():
+    """A MongoClient on the lab's aggregates database as the stream job's user."""
+    return clients.mongo_client(
+        mongo_connection(auth_source=AGGREGATES_DB),
+        Credentials(username="stream", password=secret("mongodb-app")),
+        authMechanism="SCRAM-SHA-256",
+        serverSelectionTimeoutMS=10_000,
+        socketTimeoutMS=60_000,
+    )
 
 
 def cassandra_cluster(user: str, secret_name: str, **options):

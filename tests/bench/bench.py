@@ -39,8 +39,19 @@ from typing import Any
 import click
 import orjson
 
+from jobs.aggregates import BATCHES_COLLECTION
 from jobs.randomuser_server import generate_users
-from tests.lab import KAFKA, KEYSPACE, REPO, SECRETS, TABLE, cassandra_cluster, ssh
+from tests.lab import (
+    AGGREGATES_DB,
+    KAFKA,
+    KEYSPACE,
+    REPO,
+    SECRETS,
+    TABLE,
+    cassandra_cluster,
+    ssh,
+    stream_mongo_client,
+)
 
 STAGES = ("source", "limits", "naive", "saturation", "latency")
 VENV = "/opt/bigdataflow/venv"
@@ -398,16 +409,30 @@ def cgroup_usage() -> dict[str, dict[str, float]]:
     return usage
 
 
-def drain(session: Any, quiet_seconds: float = 10, timeout: float = 600) -> None:
-    """Wait until the job has stored everything published (no new rows for a while)."""
-    query = f"SELECT max(stored_at) FROM {TABLE}"  # noqa: S608 - constants
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        latest = session.execute(query, timeout=120).one()[0]
-        if latest == last:
-            return
-        last = latest
-        time.sleep(quiet_seconds)
+def drain(quiet_seconds: float = 20, timeout: float = 600) -> None:
+    """Wait until the job has stored everything published: no new profile batch for a while.
+
+    Asks the job's own batch records, not the profile table: a scan of the table grows
+    with it (``max(stored_at)`` timed out once it held 190,000 rows).
+    """
+    client = stream_mongo_client()
+    batches = client[AGGREGATES_DB][BATCHES_COLLECTION]
+
+    def newest() -> Any:
+        record = batches.find_one({"query": "profiles"}, sort=[("at", -1)], projection={"_id": 1})
+        return record and record["_id"]
+
+    try:
+        deadline, last = time.monotonic() + timeout, newest()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_seconds)
+            latest = newest()
+            if latest == last:
+                return
+            last = latest
+        raise click.ClickException(f"the job still stored new batches after {timeout:.0f} s")
+    finally:
+        client.close()
 
 
 def saturation(report: Report, session: Any, count: int, stamp: str) -> None:
@@ -540,11 +565,11 @@ def main(
         remote("kafka1", "systemctl stop bdf-producer")
         try:
             with cassandra_admin() as session:
-                drain(session)
+                drain()
                 if "saturation" in stages:
                     click.echo(f"== saturation: {saturation_profiles:,} profiles at full speed", err=True)
                     saturation(report, session, saturation_profiles, stamp)
-                    drain(session)
+                    drain()
                 if "latency" in stages:
                     click.echo(f"== fixed rate: {rate}/s for {seconds} s", err=True)
                     fixed_rate(report, session, rate, seconds, stamp)

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from bdf import clients
-from bdf.config import Credentials
-from tests.lab import KEYSPACE, cassandra_cluster, mongo_connection, secret
+from tests.lab import AGGREGATES_DB, KEYSPACE, cassandra_cluster, stream_mongo_client
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +24,6 @@ def cassandra() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def mongo() -> Iterator[Any]:
     """The aggregates database as the stream job's user."""
-    client = clients.mongo_client(
-        mongo_connection(auth_source="user_profiles"),
-        Credentials(username="stream", password=secret("mongodb-app")),
-        authMechanism="SCRAM-SHA-256",
-        serverSelectionTimeoutMS=10_000,
-        socketTimeoutMS=60_000,
-    )
-    yield client["user_profiles"]
+    client = stream_mongo_client()
+    yield client[AGGREGATES_DB]
     client.close()
