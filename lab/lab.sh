@@ -2,7 +2,8 @@
 # The BigDataFlow local lab: Debian machines as systemd-nspawn containers on the host's
 # own bridge, so the Ansible playbooks deploy onto them as onto bare VMs.
 # Topology: inventory/lab/hosts.yml (machines, addresses, groups);
-# settings: inventory/lab/group_vars/all.yml (lab_* keys). Run `lab/lab.sh --help`.
+# settings: inventory/lab/group_vars/all.yml (lab_* keys); another lab's inventory folder
+# with LAB_INVENTORY (e.g. inventory/lab-cluster). Run `lab/lab.sh --help`.
 set -euo pipefail
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +18,9 @@ fi
 # Packages of the base root file system, on top of debootstrap's default set
 # (what a bare Debian VM has, plus what Ansible needs to manage the machine).
 BASE_PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,python3,python3-apt,sudo,acl,iproute2,iputils-ping,procps,less,curl,ca-certificates
+# The inventory folder, as messages name it (lab/topology.py reads LAB_INVENTORY itself).
+INVENTORY_NAME=${LAB_INVENTORY:-inventory/lab}
+INVENTORY_NAME=${INVENTORY_NAME%/}
 SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
           -o LogLevel=ERROR -o ConnectTimeout=3)
 CHANGED=0
@@ -29,6 +33,8 @@ The BigDataFlow local lab: Debian 12 machines as systemd-nspawn containers (syst
 PID 1, sshd) on a bridge the lab creates, with NAT so they can apt-get install.
 Machines and groups come from inventory/lab/hosts.yml; settings (bridge, subnet,
 state dir, mirror, ...) from the lab_* keys of inventory/lab/group_vars/all.yml.
+LAB_INVENTORY=inventory/lab-cluster (another folder of the same shape) picks another
+lab; each has its own machines, bridge, NAT table and state dir.
 
 Commands:
   deps            install what the control node needs for make demo / make e2e: the
@@ -353,7 +359,7 @@ cmd_up() {
     done
     for name in "${LAB_MACHINES[@]}"; do wait_machine "$name"; done
     say "up: ${#LAB_MACHINES[@]} machines in $((SECONDS - start)) s, changed=$CHANGED"
-    say "next: .venv/bin/ansible -i inventory/lab/hosts.yml all -m ping"
+    say "next: .venv/bin/ansible -i $INVENTORY_NAME/hosts.yml all -m ping"
 }
 
 cmd_down() {
@@ -454,7 +460,7 @@ cmd_ssh() {
     load_topology
     local name=$1
     shift
-    [[ -v LAB_ADDR[$name] ]] || die "no machine '$name' in inventory/lab/hosts.yml (have: ${LAB_MACHINES[*]})"
+    [[ -v LAB_ADDR[$name] ]] || die "no machine '$name' in $INVENTORY_NAME/hosts.yml (have: ${LAB_MACHINES[*]})"
     [[ -r $KEY ]] || die "no lab key $KEY: run lab/lab.sh up first (as root)"
     local tty=()
     [[ $# -eq 0 && -t 0 ]] && tty=(-t)
@@ -467,7 +473,7 @@ cmd_poweroff() {
     load_topology
     lock_state
     local name=$1 pid
-    [[ -v LAB_ADDR[$name] ]] || die "no machine '$name' in inventory/lab/hosts.yml (have: ${LAB_MACHINES[*]})"
+    [[ -v LAB_ADDR[$name] ]] || die "no machine '$name' in $INVENTORY_NAME/hosts.yml (have: ${LAB_MACHINES[*]})"
     pid=$(machine_pid "$name")
     if [[ -z $pid ]]; then
         say "ok: $name is not running"

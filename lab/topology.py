@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Read the lab topology (inventory/lab) for lab/lab.sh.
+"""Read the lab topology (inventory/lab, or the folder LAB_INVENTORY names) for lab/lab.sh.
 
-The Ansible inventory inventory/lab/hosts.yml is the one description of the lab:
-every host under `all.hosts` becomes a machine at its `ansible_host`; the lab_*
-settings live in inventory/lab/group_vars/all.yml. This helper validates both and
-prints what the shell script needs.
+The Ansible inventory's hosts.yml is the one description of the lab: every host
+under `all.hosts` becomes a machine at its `ansible_host`; the lab_* settings live
+in its group_vars/all.yml. This helper validates both and prints what the shell
+script needs.
 
-  topology.py shell       bash assignments (settings, machine names and addresses)
-  topology.py hosts       the /etc/hosts file for the machines
-  topology.py check-net   fail if the lab range or bridge clashes with the host's network
+  topology.py shell        bash assignments (settings, machine names and addresses)
+  topology.py hosts        the /etc/hosts file for the machines
+  topology.py check-net    fail if the lab range or bridge clashes with the host's network
+  topology.py group GROUP  the addresses of GROUP's machines, one a line, in hosts.yml order
 
 Only the standard library and PyYAML (a dependency of ansible-core).
 """
@@ -34,6 +35,8 @@ except ImportError:  # pragma: no cover - depends on the host
 INVENTORY_DIR = Path(
     os.environ.get("LAB_INVENTORY", Path(__file__).resolve().parent.parent / "inventory/lab")
 )
+# The inventory as messages name it.
+INVENTORY_NAME = os.environ.get("LAB_INVENTORY", "inventory/lab").rstrip("/")
 REQUIRED_GROUPS = (
     "kafka",
     "spark_master",
@@ -249,7 +252,7 @@ def cmd_hosts(topo: dict[str, Any]) -> None:
     print("::1\t\tlocalhost ip6-localhost ip6-loopback")
     print("ff02::1\t\tip6-allnodes")
     print("ff02::2\t\tip6-allrouters")
-    print("# BigDataFlow lab machines (lab/lab.sh, from inventory/lab/hosts.yml)")
+    print(f"# BigDataFlow lab machines (lab/lab.sh, from {INVENTORY_NAME}/hosts.yml)")
     for name, addr in topo["machines"]:
         print(f"{addr}\t{name}")
 
@@ -301,20 +304,32 @@ def cmd_check_net(topo: dict[str, Any]) -> None:
         sys.exit(
             "lab: network conflict:\n  "
             + "\n  ".join(problems)
-            + "\n  -> pick another lab_bridge / lab_subnet in inventory/lab/group_vars/all.yml "
-            "(and the ansible_host addresses in inventory/lab/hosts.yml)"
+            + f"\n  -> pick another lab_bridge / lab_subnet in {INVENTORY_NAME}/group_vars/all.yml "
+            f"(and the ansible_host addresses in {INVENTORY_NAME}/hosts.yml)"
         )
+
+
+def cmd_group(topo: dict[str, Any], group: str) -> None:
+    if group not in topo["groups"]:
+        sys.exit(f"lab: no group `{group}` in {INVENTORY_NAME}/hosts.yml (have: {' '.join(topo['groups'])})")
+    for name, addr in topo["machines"]:
+        if name in topo["groups"][group]:
+            print(addr)
 
 
 def main(argv: list[str]) -> None:
     commands = {"shell": cmd_shell, "hosts": cmd_hosts, "check-net": cmd_check_net}
-    if len(argv) != 2 or argv[1] not in commands:
-        sys.exit(f"usage: {argv[0]} {{{'|'.join(commands)}}}")
+    usage = f"usage: {argv[0]} {{{'|'.join(commands)}}} | {argv[0]} group GROUP"
+    if not ((len(argv) == 2 and argv[1] in commands) or (len(argv) == 3 and argv[1] == "group")):
+        sys.exit(usage)
     try:
         topo = load_topology()
     except TopologyError as exc:
         sys.exit(f"lab: {exc}")
-    commands[argv[1]](topo)
+    if argv[1] == "group":
+        cmd_group(topo, argv[2])
+    else:
+        commands[argv[1]](topo)
 
 
 if __name__ == "__main__":
