@@ -1,7 +1,10 @@
 """What the lab tests and the benchmark share: the deployed lab's addresses, secrets, shell.
 
-The lab is `make deploy INVENTORY=inventory/lab` on the machines of `lab/lab.sh`.
-Credentials come from the deployment's generated secrets (.secrets/lab/); every
+The lab is `make deploy INVENTORY=inventory/lab` on the machines of `lab/lab.sh`; another
+lab (inventory/lab-cluster) with LAB_INVENTORY, the variable lab/lab.sh and the Makefile
+read. Hosts are found by their inventory groups (group_hosts), never by name.
+Credentials come from the deployment's generated secrets (.secrets/<deployment>/, the
+deployment being the inventory folder's name, as roles/bdf_secrets names it); every
 address is a lab machine on the project's own bridge.
 """
 
@@ -28,10 +31,56 @@ from bdf.config import CassandraConnection, Credentials, KafkaConnection, MongoC
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[1]
-SECRETS = REPO / ".secrets" / "lab"
-INVENTORY = yaml.safe_load((REPO / "inventory" / "lab" / "hosts.yml").read_text())
+# The lab's inventory folder as commands name it (relative to the repository, or absolute).
+INVENTORY_ARG = os.environ.get("LAB_INVENTORY", "inventory/lab").rstrip("/") or "inventory/lab"
+INVENTORY_DIR = REPO / INVENTORY_ARG
+# bdf_deployment: the inventory folder's name; its generated secrets live under it.
+DEPLOYMENT = INVENTORY_DIR.resolve().name
+SECRETS = REPO / ".secrets" / DEPLOYMENT
+INVENTORY = yaml.safe_load((INVENTORY_DIR / "hosts.yml").read_text())
 HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
-KAFKA = f"{HOSTS['kafka1']}:9092"
+
+
+def _members(group: dict | None) -> set[str]:
+    """The host names of a group and of its children."""
+    group = group or {}
+    names = set(group.get("hosts") or {})
+    for child in (group.get("children") or {}).values():
+        names |= _members(child)
+    return names
+
+
+def _groups(group: dict | None, out: dict[str, set[str]]) -> dict[str, set[str]]:
+    for name, child in ((group or {}).get("children") or {}).items():
+        out[name] = out.get(name, set()) | _members(child)
+        _groups(child, out)
+    return out
+
+
+_GROUPS = _groups(INVENTORY["all"], {})
+
+
+def group_hosts(group: str) -> list[str]:
+    """The lab's hosts of an inventory group (and its children), in hosts.yml order;
+    KeyError when the inventory has no such group."""
+    if not _GROUPS.get(group):
+        raise KeyError(f"{INVENTORY_DIR / 'hosts.yml'}: no host in group {group!r}")
+    return [name for name in HOSTS if name in _GROUPS[group]]
+
+
+# The hosts the tests act on, by role.
+KAFKA_HOSTS = group_hosts("kafka")
+CASSANDRA_HOSTS = group_hosts("cassandra")
+CASSANDRA_HOST = CASSANDRA_HOSTS[0]  # nodetool, the node's files
+PRODUCER_HOST = group_hosts("producer")[0]  # bdf-producer, bdf-randomuser
+STREAM_HOST = group_hosts("stream_job")[0]  # the stream job's driver
+SPARK_MASTER_HOST = group_hosts("spark_master")[0]
+SPARK_WORKER_HOSTS = group_hosts("spark_workers")
+MONGODB_HOST = group_hosts("mongodb")[0]  # FerretDB
+DASHBOARD_HOST = group_hosts("dashboard")[0]
+
+# Every broker, as bootstrap.servers and --bootstrap-server take them.
+KAFKA = ",".join(f"{HOSTS[host]}:9092" for host in KAFKA_HOSTS)
 TOPIC, DLQ = "user_profiles", "user_profiles_dlq"
 KEYSPACE, TABLE = "user_profiles", "profiles"
 AGGREGATES_DB = "user_profiles"  # MongoDB
@@ -40,7 +89,7 @@ AGGREGATES_DB = "user_profiles"  # MongoDB
 ERASURE_LOG = SECRETS / "gdpr-erasures.jsonl"
 
 
-GROUP_VARS = yaml.safe_load((REPO / "inventory" / "lab" / "group_vars" / "all.yml").read_text()) or {}
+GROUP_VARS = yaml.safe_load((INVENTORY_DIR / "group_vars" / "all.yml").read_text()) or {}
 # The Linux bridge of the lab's machines, on this machine (lab/lab.sh).
 BRIDGE = GROUP_VARS["lab_bridge"]
 
@@ -57,19 +106,20 @@ def _tls_enabled() -> bool:
 TLS = _tls_enabled()
 # The deployment CA as the control node keeps it (roles/tls): what every lab client trusts.
 CA_FILE = SECRETS / "tls" / "ca.crt"
-MONGODB = f"{HOSTS['store1']}:27017"
-# The dashboard (group dashboard: spark1), HTTPS only with TLS.
-DASHBOARD_URL = f"{'https' if TLS else 'http'}://{HOSTS['spark1']}:8050/"
+MONGODB = f"{HOSTS[MONGODB_HOST]}:27017"
+# The dashboard, HTTPS only with TLS.
+DASHBOARD_URL = f"{'https' if TLS else 'http'}://{HOSTS[DASHBOARD_HOST]}:8050/"
 
-# Every TLS listener of a lab deployed with bdf_tls_enabled, (host, port) by service: Kafka's
-# client and controller listeners, CQL, Cassandra's internode port, FerretDB, the dashboard.
+# Every TLS listener of a lab deployed with bdf_tls_enabled, (host, port) by service, on
+# the first host of the service's group: Kafka's client and controller listeners, CQL,
+# Cassandra's internode port, FerretDB, the dashboard.
 TLS_PORTS = {
-    "kafka": ("kafka1", 9092),
-    "kafka-controller": ("kafka1", 9093),
-    "cql": ("store1", 9042),
-    "cassandra-internode": ("store1", 7000),
-    "mongodb": ("store1", 27017),
-    "dashboard": ("spark1", 8050),
+    "kafka": (KAFKA_HOSTS[0], 9092),
+    "kafka-controller": (KAFKA_HOSTS[0], 9093),
+    "cql": (CASSANDRA_HOST, 9042),
+    "cassandra-internode": (CASSANDRA_HOST, 7000),
+    "mongodb": (MONGODB_HOST, 27017),
+    "dashboard": (DASHBOARD_HOST, 8050),
 }
 
 LAB_ONLY = [
@@ -96,12 +146,14 @@ def sealed(value: bytes | str, topic: str = TOPIC) -> bytes:
 
 
 def ssh(host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``command`` run as root on the lab machine ``host`` (lab/lab.sh ssh, on this lab)."""
     return subprocess.run(  # noqa: S603 - fixed command
         ["bash", str(REPO / "lab" / "lab.sh"), "ssh", host, command],  # noqa: S607
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=os.environ | {"LAB_INVENTORY": str(INVENTORY_DIR)},
     )
 
 
@@ -117,15 +169,18 @@ def kafka_conf(user: str | None, password: str | None = None) -> dict[str, str]:
 
 
 def kafka_connection() -> KafkaConnection:
-    """The lab's broker, SASL_SSL verified against the lab CA when the lab runs TLS."""
+    """The lab's brokers, SASL_SSL verified against the lab CA when the lab runs TLS."""
     if TLS:
-        return KafkaConnection(bootstrap_servers=[KAFKA], security_protocol="SASL_SSL", ca_file=CA_FILE)
-    return KafkaConnection(bootstrap_servers=[KAFKA])
+        return KafkaConnection(
+            bootstrap_servers=KAFKA.split(","), security_protocol="SASL_SSL", ca_file=CA_FILE
+        )
+    return KafkaConnection(bootstrap_servers=KAFKA.split(","))
 
 
 def cassandra_connection() -> CassandraConnection:
-    """The lab's Cassandra, over TLS verified against the lab CA when the lab runs TLS."""
-    return CassandraConnection(hosts=[HOSTS["store1"]], tls=TLS, ca_file=CA_FILE if TLS else None)
+    """The lab's Cassandra nodes, over TLS verified against the lab CA when the lab runs TLS."""
+    nodes = [HOSTS[host] for host in CASSANDRA_HOSTS]
+    return CassandraConnection(hosts=nodes, tls=TLS, ca_file=CA_FILE if TLS else None)
 
 
 def mongo_connection(**fields) -> MongoConnection:
