@@ -6,7 +6,7 @@ first real run changes the ACLs, a second run changes nothing; alice's ACLs are 
 team's; the producer and the stream job, which the change does not concern, keep
 working. The lab's own description is re-applied at the end.
 
-Runs with LAB=1 against `make deploy INVENTORY=inventory/lab`.
+Runs with LAB=1 against `make deploy INVENTORY=inventory/lab` (another lab with LAB_INVENTORY).
 """
 
 from __future__ import annotations
@@ -21,7 +21,18 @@ from typing import Any
 
 import pytest
 
-from tests.lab import LAB_ONLY, REPO, eventually, kafka_conf, service_active, ssh
+from tests.lab import (
+    INVENTORY_DIR,
+    KAFKA_HOSTS,
+    LAB_ONLY,
+    PRODUCER_HOST,
+    REPO,
+    STREAM_HOST,
+    eventually,
+    kafka_conf,
+    service_active,
+    ssh,
+)
 
 pytestmark = LAB_ONLY
 
@@ -36,7 +47,7 @@ def acl_update(source: Path, *options: str) -> int:
         [
             str(BIN / "ansible-playbook"),
             "-i",
-            str(REPO / "inventory" / "lab"),
+            str(INVENTORY_DIR),
             str(REPO / "playbooks" / "acl_update.yml"),
             "-e",
             f"acl_update_source={source}",
@@ -49,7 +60,8 @@ def acl_update(source: Path, *options: str) -> int:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    recap = re.search(r"^kafka1\s*:\s*ok=\d+\s+changed=(\d+)", result.stdout, re.M)
+    # The play runs on the first Kafka host.
+    recap = re.search(rf"^{re.escape(KAFKA_HOSTS[0])}\s*:\s*ok=\d+\s+changed=(\d+)", result.stdout, re.M)
     assert recap, result.stdout[-2000:]
     return int(recap.group(1))
 
@@ -131,7 +143,7 @@ def test_the_moved_member_has_the_new_teams_rights_and_loses_the_old_ones(update
 
 def test_producer_and_stream_job_keep_working_across_the_update(update, cassandra):
     eventually(lambda: stored_rows(cassandra) >= update["rows"] + 100, 300, "rows stored after the update")
-    for host, unit in (("kafka1", "bdf-producer"), ("spark1", "user-profiles-stream")):
+    for host, unit in ((PRODUCER_HOST, "bdf-producer"), (STREAM_HOST, "user-profiles-stream")):
         assert service_active(host, unit), f"{unit} stopped"
         journal = ssh(host, f"journalctl -u {unit} --since @{update['epoch']} -o cat --no-pager").stdout
         refusals = re.findall(r"AUTHORIZATION_FAILED|AuthorizationException|not authorized", journal, re.I)

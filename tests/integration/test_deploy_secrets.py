@@ -10,13 +10,27 @@ producer's host that the control node lacks stop it.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import time
 
 import pytest
 
-from tests.lab import KEYSPACE, LAB_ONLY, REPO, SECRETS, cassandra_cluster, kafka_conf, ssh
+from tests.lab import (
+    INVENTORY_DIR,
+    KAFKA_HOSTS,
+    KEYSPACE,
+    LAB_ONLY,
+    MONGODB_HOST,
+    PRODUCER_HOST,
+    REPO,
+    SECRETS,
+    STREAM_HOST,
+    cassandra_cluster,
+    kafka_conf,
+    ssh,
+)
 
 pytestmark = LAB_ONLY
 
@@ -24,30 +38,47 @@ PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 KEY_FILE = "/etc/bigdataflow/secrets/profile-keys.json"
 MESSAGE_KEY_FILE = "/etc/bigdataflow/secrets/message-keys.json"  # the producer's: the message part
 JOB = "user-profiles-stream"
-# What a replaced secret would rewrite on the hosts.
-SECRET_FILES = {
-    "spark1": [
-        KEY_FILE,
-        "/etc/bigdataflow/secrets/kafka-stream.toml",
-        "/etc/bigdataflow/secrets/cassandra-bigdataflow.toml",
-        "/etc/spark/spark-defaults.conf",
-        "/etc/bigdataflow/deployment-secrets.json",
-    ],
-    "kafka1": [
-        "/etc/kafka/server.properties",
-        "/etc/kafka/admin-client.properties",
-        MESSAGE_KEY_FILE,
-        "/etc/bigdataflow/tls/ca.crt",
-        "/etc/bigdataflow/tls/host.crt",
-    ],
-    "store1": ["/var/lib/ferretdb/setup.env", "/etc/bigdataflow/deployment-secrets.json"],
-}
+
+
+def _by_host(*files: tuple[str, list[str]]) -> dict[str, list[str]]:
+    """(host, paths) pairs merged by host, each path once (one host may have several roles)."""
+    merged: dict[str, list[str]] = {}
+    for host, paths in files:
+        merged.setdefault(host, []).extend(p for p in paths if p not in merged.get(host, []))
+    return merged
+
+
+# What a replaced secret would rewrite on the hosts: the stream job's driver, the first
+# broker, the producer's host and FerretDB's.
+SECRET_FILES = _by_host(
+    (
+        STREAM_HOST,
+        [
+            KEY_FILE,
+            "/etc/bigdataflow/secrets/kafka-stream.toml",
+            "/etc/bigdataflow/secrets/cassandra-bigdataflow.toml",
+            "/etc/spark/spark-defaults.conf",
+            "/etc/bigdataflow/deployment-secrets.json",
+        ],
+    ),
+    (
+        KAFKA_HOSTS[0],
+        [
+            "/etc/kafka/server.properties",
+            "/etc/kafka/admin-client.properties",
+            "/etc/bigdataflow/tls/ca.crt",
+            "/etc/bigdataflow/tls/host.crt",
+        ],
+    ),
+    (PRODUCER_HOST, [MESSAGE_KEY_FILE]),
+    (MONGODB_HOST, ["/var/lib/ferretdb/setup.env", "/etc/bigdataflow/deployment-secrets.json"]),
+)
 
 
 def _deploy(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(  # noqa: S603 - fixed command
-        [str(PLAYBOOK), "-i", "inventory/lab", "playbooks/site.yml", *args],
+        [str(PLAYBOOK), "-i", str(INVENTORY_DIR), "playbooks/site.yml", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -64,7 +95,7 @@ def _host_state() -> dict[str, str]:
         listing = ssh(host, "sha256sum " + " ".join(paths))
         assert listing.returncode == 0, listing.stderr
         state |= {f"{host}:{path}": digest for digest, path in map(str.split, listing.stdout.splitlines())}
-    state["job"] = ssh("spark1", f"systemctl show -p MainPID -p NRestarts {JOB}").stdout
+    state["job"] = ssh(STREAM_HOST, f"systemctl show -p MainPID -p NRestarts {JOB}").stdout
     return state
 
 
@@ -105,28 +136,30 @@ def test_deploy_without_the_control_nodes_secrets_refuses_and_changes_nothing(tm
 
     output = " ".join((result.stdout + result.stderr).split())  # however the callback wraps lines
     assert result.returncode != 0, output[-3000:]
-    assert message in output and "make fetch-secrets INVENTORY=inventory/lab" in output, output[-3000:]
+    fetch = f"make fetch-secrets INVENTORY={os.path.relpath(INVENTORY_DIR, REPO)}"
+    assert message in output and fetch in output, output[-3000:]
     assert "TASK [common" not in output, "a role ran before the guard stopped the deploy"
     assert seconds < 180
     assert sorted(p.name for p in secrets_dir.iterdir()) == files_before, "the guard generated a secret"
     assert _host_state() == before
     _logins_with_the_deployments_passwords_succeed()
-    assert ssh("spark1", f"systemctl is-active {JOB}").stdout.strip() == "active"
+    assert ssh(STREAM_HOST, f"systemctl is-active {JOB}").stdout.strip() == "active"
 
 
 def test_a_key_rotated_on_the_spark_host_survives_a_deploy():
-    rotation = ssh("spark1", f"/opt/bigdataflow/venv/bin/bdf-keys rotate {KEY_FILE}")
+    rotation = ssh(STREAM_HOST, f"/opt/bigdataflow/venv/bin/bdf-keys rotate {KEY_FILE}")
     assert rotation.returncode == 0, rotation.stderr
-    assert ssh("spark1", f"systemctl restart {JOB}").returncode == 0  # as the README says: new rows, new key
-    rotated = _host_state()[f"spark1:{KEY_FILE}"]
+    # As the README says: new rows, new key.
+    assert ssh(STREAM_HOST, f"systemctl restart {JOB}").returncode == 0
+    rotated = _host_state()[f"{STREAM_HOST}:{KEY_FILE}"]
 
     result, _ = _deploy("--tags", "stream_job")
 
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert _host_state()[f"spark1:{KEY_FILE}"] == rotated
+    assert _host_state()[f"{STREAM_HOST}:{KEY_FILE}"] == rotated
     assert hashlib.sha256((SECRETS / "profile-keys.json").read_bytes()).hexdigest() == rotated
-    assert ssh("spark1", f"stat -c %U:%a {KEY_FILE}").stdout.strip() == "spark:600"
-    assert ssh("spark1", f"systemctl is-active {JOB}").stdout.strip() == "active"
+    assert ssh(STREAM_HOST, f"stat -c %U:%a {KEY_FILE}").stdout.strip() == "spark:600"
+    assert ssh(STREAM_HOST, f"systemctl is-active {JOB}").stdout.strip() == "active"
 
 
 def test_a_producer_host_with_message_keys_the_control_node_lacks_stops_the_deploy():
@@ -137,9 +170,9 @@ def test_a_producer_host_with_message_keys_the_control_node_lacks_stops_the_depl
         "d['message_keys']['999']=base64.b64encode(os.urandom(32)).decode();"
         "d['active_message_key_id']=999;open(p,'w').write(json.dumps(d))"
     )
-    assert ssh("kafka1", f"cp -p {MESSAGE_KEY_FILE} {backup}").returncode == 0
+    assert ssh(PRODUCER_HOST, f"cp -p {MESSAGE_KEY_FILE} {backup}").returncode == 0
     try:
-        assert ssh("kafka1", f'python3 -c "{extra_key}" {MESSAGE_KEY_FILE}').returncode == 0
+        assert ssh(PRODUCER_HOST, f'python3 -c "{extra_key}" {MESSAGE_KEY_FILE}').returncode == 0
         before = _host_state()
         result, _ = _deploy()
         output = " ".join((result.stdout + result.stderr).split())
@@ -147,5 +180,5 @@ def test_a_producer_host_with_message_keys_the_control_node_lacks_stops_the_depl
         assert "holds message keys that" in output and "TASK [common" not in output, output[-3000:]
         assert _host_state() == before
     finally:
-        assert ssh("kafka1", f"mv {backup} {MESSAGE_KEY_FILE}").returncode == 0
-    assert ssh("kafka1", "systemctl restart bdf-producer").returncode == 0
+        assert ssh(PRODUCER_HOST, f"mv {backup} {MESSAGE_KEY_FILE}").returncode == 0
+    assert ssh(PRODUCER_HOST, "systemctl restart bdf-producer").returncode == 0

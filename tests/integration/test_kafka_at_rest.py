@@ -19,6 +19,7 @@ from tests.factories import with_value as _with
 from tests.lab import (
     DLQ,
     LAB_ONLY,
+    PRODUCER_HOST,
     TOPIC,
     eventually,
     kafka_conf,
@@ -78,7 +79,7 @@ def test_no_name_or_email_of_a_produced_profile_is_readable_in_either_topic():
     seed, count, batch = f"at-rest-{run}", 300, 100
     overrides = f"BDF__PRODUCER__SEED={seed} BDF__PRODUCER__BATCH_SIZE={batch}"
     result = ssh(
-        "kafka1",
+        PRODUCER_HOST,
         f"env {overrides} {VENV}/bin/bdf-producer --config /etc/bigdataflow/producer.toml --count {count}",
     )
     assert result.returncode == 0, result.stderr[-500:]

@@ -1,6 +1,7 @@
 """The deployed pipeline on the local lab, end to end, against the real servers.
 
-Runs with LAB=1 after `make deploy INVENTORY=inventory/lab` (`make e2e` does both).
+Runs with LAB=1 after `make deploy INVENTORY=inventory/lab` (`make e2e` does both; another
+lab with LAB_INVENTORY).
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ import pytest
 
 from bdf.keyring import load_keyring
 from tests.lab import (
+    CASSANDRA_HOSTS,
     DLQ,
     HOSTS,
+    KAFKA_HOSTS,
     LAB_ONLY,
+    MONGODB_HOST,
+    PRODUCER_HOST,
     REPO,
     SECRETS,
+    SPARK_MASTER_HOST,
+    SPARK_WORKER_HOSTS,
+    STREAM_HOST,
     TOPIC,
     erased_rows,
     eventually,
@@ -38,14 +46,14 @@ pytestmark = LAB_ONLY
 @pytest.mark.parametrize(
     ("host", "unit"),
     [
-        ("kafka1", "kafka"),
-        ("kafka1", "bdf-randomuser"),
-        ("kafka1", "bdf-producer"),
-        ("spark1", "spark-master"),
-        ("spark1", "spark-worker"),
-        ("spark1", "user-profiles-stream"),
-        ("store1", "cassandra"),
-        ("store1", "ferretdb"),
+        *((host, "kafka") for host in KAFKA_HOSTS),
+        (PRODUCER_HOST, "bdf-randomuser"),
+        (PRODUCER_HOST, "bdf-producer"),
+        (SPARK_MASTER_HOST, "spark-master"),
+        *((host, "spark-worker") for host in SPARK_WORKER_HOSTS),
+        (STREAM_HOST, "user-profiles-stream"),
+        *((host, "cassandra") for host in CASSANDRA_HOSTS),
+        (MONGODB_HOST, "ferretdb"),
     ],
 )
 def test_service_is_active_under_systemd(host, unit):
@@ -78,33 +86,40 @@ def test_producer_principal_may_write_but_not_read_profiles():
 
 def test_spark_master_refuses_an_application_without_the_deployment_secret():
     """spark.authenticate: a driver without /etc/spark's secret cannot register (takes about a minute)."""
-    master, name = f"spark://{HOSTS['spark1']}:7077", f"probe-{uuid.uuid4().hex[:8]}"
+    master, name = f"spark://{HOSTS[SPARK_MASTER_HOST]}:7077", f"probe-{uuid.uuid4().hex[:8]}"
     driver = (
         "from pyspark.sql import SparkSession\n"
         f"SparkSession.builder.master('{master}').appName('{name}').getOrCreate()\n"
     )
     python = "/opt/bigdataflow/venv/bin/python"
-    result = ssh("spark1", f'cd /tmp && SPARK_CONF_DIR=/nonexistent timeout 150 {python} -c "{driver}" 2>&1')
+    command = f'cd /tmp && SPARK_CONF_DIR=/nonexistent timeout 150 {python} -c "{driver}" 2>&1'
+    result = ssh(STREAM_HOST, command)
     assert "All masters are unresponsive" in result.stdout, result.stdout[-2000:]
     state = _spark_master_state()
     names = [app["name"] for app in state["activeapps"] + state["completedapps"]]
     assert name not in names and "user-profiles-stream" in names
 
 
-SPARK_UIS = {"master": 8080, "worker": 8081, "stream job": 4040}
+# Each Spark UI: the host it runs on, its port.
+SPARK_UIS = {
+    "master": (SPARK_MASTER_HOST, 8080),
+    "worker": (SPARK_WORKER_HOSTS[0], 8081),
+    "stream job": (STREAM_HOST, 4040),
+}
 
 
-def _spark_ui(port: int, path: str, method: str = "GET") -> tuple[str, str]:
-    """(HTTP status, body) of a Spark UI page, asked on spark1 itself."""
-    url = f"http://{HOSTS['spark1']}:{port}{path}"
-    result = ssh("spark1", f"curl -sS -X {method} -w '\\n%{{http_code}}' '{url}'")
+def _spark_ui(ui: str, path: str, method: str = "GET") -> tuple[str, str]:
+    """(HTTP status, body) of a page of the Spark UI ``ui``, asked on its own host."""
+    host, port = SPARK_UIS[ui]
+    url = f"http://{HOSTS[host]}:{port}{path}"
+    result = ssh(host, f"curl -sS -X {method} -w '\\n%{{http_code}}' '{url}'")
     assert result.returncode == 0, result.stderr
     body, _, status = result.stdout.rpartition("\n")
     return status, body
 
 
 def _spark_master_state() -> dict:
-    status, body = _spark_ui(SPARK_UIS["master"], "/json/")
+    status, body = _spark_ui("master", "/json/")
     assert status == "200", status
     return json.loads(body)
 
@@ -113,8 +128,8 @@ def test_the_stream_job_survives_a_spark_master_restart():
     """The master recovers its applications from disk (spark.deploy.recoveryMode): the job
     keeps its application and executors instead of waiting for ever without them."""
     app = next(a for a in _spark_master_state()["activeapps"] if a["name"] == "user-profiles-stream")
-    restarts_before = restarts("spark1", "user-profiles-stream")
-    assert ssh("spark1", "systemctl restart spark-master").returncode == 0
+    restarts_before = restarts(STREAM_HOST, "user-profiles-stream")
+    assert ssh(SPARK_MASTER_HOST, "systemctl restart spark-master").returncode == 0
 
     def recovered() -> bool | None:
         try:
@@ -125,31 +140,32 @@ def test_the_stream_job_survives_a_spark_master_restart():
         return (state["status"] == "ALIVE" and running.get(app["id"]) == "RUNNING") or None
 
     eventually(recovered, 180, "the stream job's application recovered by the restarted master")
-    assert restarts("spark1", "user-profiles-stream") == restarts_before
+    assert restarts(STREAM_HOST, "user-profiles-stream") == restarts_before
 
 
 @pytest.mark.parametrize("ui", SPARK_UIS)
 def test_spark_web_ui_answers_only_its_own_host(ui):
     """No login on Spark's UIs: nftables refuses them from any other host (an SSH tunnel is the way in)."""
+    host, port = SPARK_UIS[ui]
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((HOSTS["spark1"], SPARK_UIS[ui]), timeout=5).close()
-    status, _ = _spark_ui(SPARK_UIS[ui], "/")
-    assert status in {"200", "302"}, f"the {ui} UI does not answer on spark1 itself: {status}"
+        socket.create_connection((HOSTS[host], port), timeout=5).close()
+    status, _ = _spark_ui(ui, "/")
+    assert status in {"200", "302"}, f"the {ui} UI does not answer on {host} itself: {status}"
 
 
 def test_spark_web_uis_cannot_kill_the_stream_job():
     """spark.ui.killEnabled=false: no kill link, and the master's kill endpoint does nothing."""
     app = next(a for a in _spark_master_state()["activeapps"] if a["name"] == "user-profiles-stream")
-    restarts_before = restarts("spark1", "user-profiles-stream")
-    _, page = _spark_ui(SPARK_UIS["master"], "/")
+    restarts_before = restarts(STREAM_HOST, "user-profiles-stream")
+    _, page = _spark_ui("master", "/")
     assert app["id"] in page and "/app/kill/" not in page
-    _, stages = _spark_ui(SPARK_UIS["stream job"], "/stages/")
+    _, stages = _spark_ui("stream job", "/stages/")
     assert "/stages/stage/kill/" not in stages
-    _spark_ui(SPARK_UIS["master"], f"/app/kill/?id={app['id']}&terminate=true", method="POST")
+    _spark_ui("master", f"/app/kill/?id={app['id']}&terminate=true", method="POST")
     time.sleep(5)
     active = [a["id"] for a in _spark_master_state()["activeapps"]]
     assert app["id"] in active
-    assert restarts("spark1", "user-profiles-stream") == restarts_before
+    assert restarts(STREAM_HOST, "user-profiles-stream") == restarts_before
 
 
 def test_profiles_are_stored_encrypted_and_decrypt_with_the_deployment_key(cassandra):
@@ -209,7 +225,7 @@ def _stored(cassandra) -> int:
 def test_aggregates_equal_stored_profiles_and_survive_a_job_restart(cassandra, mongo):
     # The aggregates keep counting people erased since (counts are not personal data).
     erased = erased_rows()
-    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         # Quiescent: nothing new arrives; the job drains the topic.
         def settled():
@@ -222,12 +238,13 @@ def test_aggregates_equal_stored_profiles_and_survive_a_job_restart(cassandra, m
         by_nationality = sum(doc["users"] for doc in mongo["users_by_nationality"].find())
         assert by_nationality == total
 
-        assert ssh("spark1", "systemctl restart user-profiles-stream").returncode == 0
-        eventually(lambda: service_active("spark1", "user-profiles-stream"), 60, "the job to be active again")
+        assert ssh(STREAM_HOST, "systemctl restart user-profiles-stream").returncode == 0
+        active = lambda: service_active(STREAM_HOST, "user-profiles-stream")  # noqa: E731
+        eventually(active, 60, "the job to be active again")
         time.sleep(45)  # a restarted job replays from its checkpoint: counts must not move
         assert (_stored(cassandra), _totals(mongo)) == (stored, total)
     finally:
-        ssh("kafka1", "systemctl start bdf-producer")
+        ssh(PRODUCER_HOST, "systemctl start bdf-producer")
 
 
 def test_mongodb_holds_no_per_person_data(mongo):

@@ -18,9 +18,12 @@ from tests.factories import generated_profiles
 from tests.factories import with_value as _with
 from tests.lab import (
     CA_FILE,
+    DASHBOARD_HOST,
     DASHBOARD_URL,
     HOSTS,
     LAB_ONLY,
+    PRODUCER_HOST,
+    STREAM_HOST,
     TLS,
     TOPIC,
     aggregate_counts,
@@ -100,10 +103,10 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
     poison = _poison(valid[0])
     markers = {f"poison-{run}-{name}".encode(): entry for name, entry in poison.items()}
 
-    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         settled(cassandra, mongo)
-        restarts_before = restarts("spark1", STREAM_UNIT)
+        restarts_before = restarts(STREAM_HOST, STREAM_UNIT)
 
         producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
         poisons = list(markers.items())
@@ -140,10 +143,10 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
         assert set(aggregate_counts(mongo, "users_by_nationality")) <= set(NATIONALITIES)
         assert set(aggregate_counts(mongo, "users_by_gender")) <= {*GENDERS, "unknown"}
 
-        assert restarts("spark1", STREAM_UNIT) == restarts_before, "the stream job restarted"
-        assert ssh("spark1", f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
+        assert restarts(STREAM_HOST, STREAM_UNIT) == restarts_before, "the stream job restarted"
+        assert ssh(STREAM_HOST, f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
     finally:
-        ssh("kafka1", "systemctl start bdf-producer")
+        ssh(PRODUCER_HOST, "systemctl start bdf-producer")
 
 
 def test_dashboard_renders_in_chromium_without_console_errors():
@@ -161,7 +164,7 @@ def test_dashboard_renders_in_chromium_without_console_errors():
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if TLS:  # Chromium takes no CA file: the lab CA verifies the certificate first
-        for flag in chromium_trust_flags(HOSTS["spark1"], 8050, CA_FILE):
+        for flag in chromium_trust_flags(HOSTS[DASHBOARD_HOST], 8050, CA_FILE):
             options.add_argument(flag)
     driver = webdriver.Chrome(options=options)
     try:
@@ -179,4 +182,4 @@ def test_dashboard_renders_in_chromium_without_console_errors():
 
 @pytest.fixture(autouse=True)
 def _stream_job_is_running():
-    assert ssh("spark1", f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"
+    assert ssh(STREAM_HOST, f"systemctl is-active {STREAM_UNIT}").stdout.strip() == "active"

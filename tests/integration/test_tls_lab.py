@@ -11,7 +11,7 @@ checked there). What a TLS server does with them is asserted per server: Kafka (
 TLS engine) answers one fatal TLS alert record, then closes; the others close without
 a byte back. About 20 s.
 
-The Spark UIs (8080, 8081, 4040) answer only on spark1 itself:
+The Spark UIs (8080, 8081, 4040) answer only on their own hosts:
 tests/integration/test_pipeline.py::test_spark_web_ui_answers_only_its_own_host covers
 them, with TLS and without.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.lab import CA_FILE, HOSTS, LAB_ONLY, TLS, TLS_PORTS, tls_handshake
+from tests.lab import CA_FILE, DASHBOARD_HOST, HOSTS, LAB_ONLY, TLS, TLS_PORTS, tls_handshake
 from tests.tls import certificate_authority, write_pem
 
 pytestmark = LAB_ONLY
@@ -111,7 +111,7 @@ PROBES = {
     "cassandra-internode": Probe(_internode_initiate(), _internode_answered, alert_first=False),
     "mongodb": Probe(_mongodb_hello(), _mongodb_answered, alert_first=False),
     "dashboard": Probe(
-        f"GET / HTTP/1.1\r\nHost: {HOSTS['spark1']}\r\nConnection: close\r\n\r\n".encode(),
+        f"GET / HTTP/1.1\r\nHost: {HOSTS[DASHBOARD_HOST]}\r\nConnection: close\r\n\r\n".encode(),
         _http_answered,
         alert_first=False,
     ),

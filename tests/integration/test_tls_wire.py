@@ -34,6 +34,7 @@ from tests.factories import generated_profiles
 from tests.lab import (
     BRIDGE,
     CA_FILE,
+    CASSANDRA_HOST,
     DASHBOARD_URL,
     HOSTS,
     LAB_ONLY,
@@ -168,7 +169,7 @@ def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandr
     try:
         started = time.monotonic()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.sendto(b" ".join(sorted(canary)), (HOSTS["store1"], CANARY_PORT))
+            udp.sendto(b" ".join(sorted(canary)), (HOSTS[CASSANDRA_HOST], CANARY_PORT))
         _publish(profiles)
         # Not last: tcpdump, stopped, loses what it has not yet read from the kernel
         # (a fetch just before the stop was missing from the capture).
