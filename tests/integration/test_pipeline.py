@@ -239,8 +239,9 @@ def test_aggregates_equal_stored_profiles_and_survive_a_job_restart(cassandra, m
         assert by_nationality == total
 
         assert ssh(STREAM_HOST, "systemctl restart user-profiles-stream").returncode == 0
-        active = lambda: service_active(STREAM_HOST, "user-profiles-stream")  # noqa: E731
-        eventually(active, 60, "the job to be active again")
+        eventually(
+            lambda: service_active(STREAM_HOST, "user-profiles-stream"), 60, "the job to be active again"
+        )
         time.sleep(45)  # a restarted job replays from its checkpoint: counts must not move
         assert (_stored(cassandra), _totals(mongo)) == (stored, total)
     finally:

@@ -32,14 +32,19 @@ from gdpr.model import load_register
 from jobs.randomuser_server import generate_users
 from tests.lab import (
     CA_FILE,
+    CASSANDRA_HOST,
+    CASSANDRA_HOSTS,
     DLQ,
     ERASURE_LOG,
     HOSTS,
     KEYSPACE,
     LAB_ONLY,
     MONGODB,
+    PRODUCER_HOST,
     REPO,
     SECRETS,
+    SPARK_WORKER_HOSTS,
+    STREAM_HOST,
     TABLE,
     TLS,
     TOPIC,
@@ -139,8 +144,10 @@ def sstable_dump_feed() -> str:
 
 
 def flush() -> None:
-    result = ssh("store1", f"{NODETOOL} flush {KEYSPACE} {TABLE}")
-    assert result.returncode == 0, result.stderr
+    """Every Cassandra node's memtable of the table to disk."""
+    for host in CASSANDRA_HOSTS:
+        result = ssh(host, f"{NODETOOL} flush {KEYSPACE} {TABLE}")
+        assert result.returncode == 0, f"{host}: {result.stderr}"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -173,7 +180,8 @@ def config(tmp_path_factory) -> Path:
     )
     mongodb_tls = f'tls = true\nca_file = "{CA_FILE}"\n' if TLS else ""
     path.write_text(
-        f'[cassandra]\nhosts = ["{HOSTS["store1"]}"]\ncredentials_file = "{folder / "cassandra.toml"}"\n'
+        f"[cassandra]\nhosts = {json.dumps([HOSTS[host] for host in CASSANDRA_HOSTS])}\n"
+        f'credentials_file = "{folder / "cassandra.toml"}"\n'
         f"{cassandra_tls}\n"
         f'[mongodb]\nhosts = ["{MONGODB}"]\ndatabase = "user_profiles"\n'
         f'auth_source = "user_profiles"\ncredentials_file = "{folder / "mongodb.toml"}"\n{mongodb_tls}\n'
@@ -223,17 +231,22 @@ def sample_of_others(cassandra, exclude: uuid.UUID) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def erasure(access, stored, person, config, cassandra, keys, tmp_path_factory) -> dict[str, Any]:
-    """Erase the person with --purge (nodetool on store1), recording what was there before."""
+    """Erase the person with --purge (nodetool on every Cassandra node), recording what was
+    there before (on the first node: each holds a replica)."""
     folder = tmp_path_factory.mktemp("gdpr-erasure")
     pseudonym = keys.pseudonym(person["email"])
     ciphertext = bytes(stored["email_enc"])[3:]  # IV | ciphertext | tag: random, unique to this row
     others = sample_of_others(cassandra, stored["user_id"])
     flush()
     markers = [pseudonym.encode(), ciphertext.hex().encode()]
-    before = scan("store1", markers, ["-"], feed=sstable_dump_feed())
+    before = scan(CASSANDRA_HOST, markers, ["-"], feed=sstable_dump_feed())
 
+    # nodetool acts on one node: the purge runs it on each in turn, stopping at a failure.
     nodetool = folder / "nodetool"
-    nodetool.write_text(f'#!/bin/sh\nexec bash {REPO}/lab/lab.sh ssh store1 "{NODETOOL} $*"\n')
+    nodetool.write_text(
+        "#!/bin/sh\nset -e\n"
+        + "".join(f'bash {REPO}/lab/lab.sh ssh {host} "{NODETOOL} $*"\n' for host in CASSANDRA_HOSTS)
+    )
     nodetool.chmod(0o700)
     audit_log = ERASURE_LOG
     args = ["subject", "erase", "--email", person["email"], "--yes", "--purge", "--nodetool", str(nodetool)]
@@ -376,10 +389,11 @@ def test_after_purge_the_persons_values_are_gone_from_cassandras_data_files(eras
         "garbage_collected": True,
         "snapshots_holding_the_table": [],
     }
-    assert scan("store1", erasure["markers"], ["-"], feed=sstable_dump_feed()) == {}
     raw = [erasure["ciphertext"], erasure["pseudonym"].encode()]
-    on_disk = scan("store1", raw, [f"{CASSANDRA_DATA}/{TABLE}-*"])
-    assert on_disk == {}, f"still in the table's files: {on_disk}"
+    for host in CASSANDRA_HOSTS:
+        assert scan(host, erasure["markers"], ["-"], feed=sstable_dump_feed()) == {}, host
+        on_disk = scan(host, raw, [f"{CASSANDRA_DATA}/{TABLE}-*"])
+        assert on_disk == {}, f"still in the table's files on {host}: {on_disk}"
 
 
 def test_erasure_shows_the_aggregates_hold_nothing_to_erase(erasure):
@@ -409,8 +423,9 @@ def test_erasure_lists_the_copies_that_remain_and_until_when(erasure):
 def test_no_plain_personal_data_in_cassandras_files(sample_plaintexts):
     """Data files (raw and decompressed), commit log, hints, caches: the whole node's state."""
     flush()
-    assert scan("store1", sample_plaintexts, [CASSANDRA_ROOT]) == {}
-    assert scan("store1", sample_plaintexts, ["-"], feed=sstable_dump_feed()) == {}
+    for host in CASSANDRA_HOSTS:
+        assert scan(host, sample_plaintexts, [CASSANDRA_ROOT]) == {}, host
+        assert scan(host, sample_plaintexts, ["-"], feed=sstable_dump_feed()) == {}, host
 
 
 def test_no_personal_data_in_mongodb(sample_plaintexts, mongo):
@@ -423,24 +438,25 @@ def test_no_personal_data_in_mongodb(sample_plaintexts, mongo):
 
 
 @pytest.mark.parametrize(
-    ("host", "feed", "roots"),
+    ("hosts", "feed", "roots"),
     [
-        ("spark1", "journalctl -u user-profiles-stream -o cat --no-pager", ["-"]),
-        ("spark1", "", ["/var/lib/spark/work", "/var/log/spark"]),
-        ("spark1", "", ["/var/lib/spark/checkpoints"]),
-        ("kafka1", "journalctl -u bdf-producer -o cat --no-pager", ["-"]),
+        ([STREAM_HOST], "journalctl -u user-profiles-stream -o cat --no-pager", ["-"]),
+        (SPARK_WORKER_HOSTS, "", ["/var/lib/spark/work", "/var/log/spark"]),
+        ([STREAM_HOST], "", ["/var/lib/spark/checkpoints"]),
+        ([PRODUCER_HOST], "journalctl -u bdf-producer -o cat --no-pager", ["-"]),
     ],
     ids=["stream-job-journal", "spark-executor-logs", "stream-checkpoint", "producer-journal"],
 )
-def test_no_personal_data_in_the_logs_or_the_checkpoint(sample_plaintexts, host, feed, roots):
-    assert scan(host, sample_plaintexts, roots, feed=feed) == {}
+def test_no_personal_data_in_the_logs_or_the_checkpoint(sample_plaintexts, hosts, feed, roots):
+    for host in hosts:
+        assert scan(host, sample_plaintexts, roots, feed=feed) == {}, host
 
 
 # --- security measures the register claims ---------------------------------------------------------
 
 
 def test_key_file_on_the_stream_host_is_private_to_the_job():
-    result = ssh("spark1", "stat -c '%a %U' /etc/bigdataflow/secrets/profile-keys.json")
+    result = ssh(STREAM_HOST, "stat -c '%a %U' /etc/bigdataflow/secrets/profile-keys.json")
     assert result.stdout.split() == ["600", "spark"]
 
 
