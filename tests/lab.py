@@ -37,6 +37,8 @@ INVENTORY_DIR = REPO / INVENTORY_ARG
 # bdf_deployment: the inventory folder's name; its generated secrets live under it.
 DEPLOYMENT = INVENTORY_DIR.resolve().name
 SECRETS = REPO / ".secrets" / DEPLOYMENT
+# The environment of a lab/lab.sh run on this lab, from any directory.
+LAB_ENV = os.environ | {"LAB_INVENTORY": str(INVENTORY_DIR)}
 INVENTORY = yaml.safe_load((INVENTORY_DIR / "hosts.yml").read_text())
 HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
 
@@ -153,7 +155,7 @@ def ssh(host: str, command: str, timeout: float = 300) -> subprocess.CompletedPr
         text=True,
         timeout=timeout,
         check=False,
-        env=os.environ | {"LAB_INVENTORY": str(INVENTORY_DIR)},
+        env=LAB_ENV,
     )
 
 

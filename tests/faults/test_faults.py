@@ -18,6 +18,7 @@ import collections
 import datetime as dt
 import itertools
 import json
+import os
 import subprocess
 import threading
 import time
@@ -29,9 +30,17 @@ import pytest
 from jobs.randomuser_server import generate_users
 from tests.factories import generated_profiles
 from tests.lab import (
+    CASSANDRA_HOST,
     HOSTS,
+    INVENTORY_DIR,
+    KAFKA_HOSTS,
+    LAB_ENV,
     LAB_ONLY,
+    MONGODB_HOST,
+    PRODUCER_HOST,
     REPO,
+    SPARK_MASTER_HOST,
+    STREAM_HOST,
     TLS,
     TLS_PORTS,
     TOPIC,
@@ -55,21 +64,24 @@ OUTAGE_SECONDS = 60
 LAB_SH = str(REPO / "lab" / "lab.sh")
 CONTROL_NODE = None  # a fault injected with lab/lab.sh on this machine, not over ssh
 
-# fault: (host, inject, recover)
+# fault: (host, inject, recover); on a cluster, the first broker and Cassandra node.
 FAULTS = {
-    "job-sigkill": ("spark1", "systemctl kill -s KILL user-profiles-stream", None),
-    "broker-sigkill": ("kafka1", "systemctl kill -s KILL kafka", None),
-    "spark-master-restart": ("spark1", "systemctl restart spark-master", None),
-    "cassandra-stopped": ("store1", "systemctl stop cassandra", "systemctl start cassandra"),
-    "ferretdb-stopped": ("store1", "systemctl stop ferretdb", "systemctl start ferretdb"),
-    # Cassandra, FerretDB and PostgreSQL die at once with no shutdown; `up` boots the machine.
-    "store-host-power-cut": (CONTROL_NODE, f"{LAB_SH} poweroff store1", f"{LAB_SH} up"),
+    "job-sigkill": (STREAM_HOST, "systemctl kill -s KILL user-profiles-stream", None),
+    "broker-sigkill": (KAFKA_HOSTS[0], "systemctl kill -s KILL kafka", None),
+    "spark-master-restart": (SPARK_MASTER_HOST, "systemctl restart spark-master", None),
+    "cassandra-stopped": (CASSANDRA_HOST, "systemctl stop cassandra", "systemctl start cassandra"),
+    "ferretdb-stopped": (MONGODB_HOST, "systemctl stop ferretdb", "systemctl start ferretdb"),
+    # The first Cassandra node's machine dies with no shutdown; `up` boots it. On the small
+    # lab that host holds FerretDB and PostgreSQL too; on the cluster lab, a broker.
+    "store-host-power-cut": (CONTROL_NODE, f"{LAB_SH} poweroff {CASSANDRA_HOST}", f"{LAB_SH} up"),
 }
 
 
 def _run(host: str | None, command: str) -> subprocess.CompletedProcess[str]:
     if host is CONTROL_NODE:
-        return subprocess.run(command.split(), capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
+        return subprocess.run(  # noqa: S603
+            command.split(), capture_output=True, text=True, timeout=300, check=False, env=LAB_ENV
+        )
     return ssh(host, command)
 
 
@@ -137,7 +149,7 @@ def _what_is_missing(cassandra, profiles: list[dict]) -> str:
 def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_property):
     host, inject, recover = FAULTS[fault]
     profiles = generated_profiles(PROFILES_PER_FAULT, seed=f"fault-{fault}-{uuid.uuid4().hex[:6]}")
-    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         settled(cassandra, mongo)
 
@@ -165,7 +177,7 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
         if fault == "ferretdb-stopped":
             assert worst < 15, f"Cassandra writes paused {worst:.0f} s while MongoDB was down"
     finally:
-        ssh("kafka1", "systemctl start bdf-producer")
+        ssh(PRODUCER_HOST, "systemctl start bdf-producer")
         if recover:
             _run(host, recover)
 
@@ -201,7 +213,7 @@ def _pages(seed: str, published: list[dict], until: threading.Event, seconds: li
 
 @pytest.mark.skipif(not TLS, reason="the lab runs without TLS: no certificate to rotate (LAB_TLS=1)")
 def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, record_property):
-    """`make rotate-certs INVENTORY=inventory/lab` while profiles are published at a steady
+    """`make rotate-certs INVENTORY=<the lab's inventory>` while profiles are published at a steady
     500/s, from 10 s before it until it has ended (60 s at the least): every host gets a
     certificate with a new serial, which every TLS port presents afterwards; every
     published profile is stored once and the aggregates equal an independent count.
@@ -211,7 +223,7 @@ def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, recor
     before = _certificate_serials()
     published: list[dict] = []
     rotated = threading.Event()
-    assert ssh("kafka1", "systemctl stop bdf-producer").returncode == 0
+    assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         settled(cassandra, mongo)
         failures: list[str] = []
@@ -223,8 +235,8 @@ def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, recor
         publisher.start()
         try:
             time.sleep(FAULT_STARTS_AFTER_SECONDS)
-            rotation = subprocess.run(
-                ["make", "rotate-certs", "INVENTORY=inventory/lab"],  # noqa: S607 - the operator's command
+            rotation = subprocess.run(  # noqa: S603 - the operator's command
+                ["make", "rotate-certs", f"INVENTORY={os.path.relpath(INVENTORY_DIR, REPO)}"],  # noqa: S607
                 cwd=REPO,
                 capture_output=True,
                 text=True,
@@ -255,4 +267,4 @@ def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, recor
         aggregates_match_cassandra(cassandra, mongo)
         print(f"rotation: {len(ids)} profiles at {rate:.0f}/s over {seconds[0]:.0f} s, all stored once")
     finally:
-        ssh("kafka1", "systemctl start bdf-producer")
+        ssh(PRODUCER_HOST, "systemctl start bdf-producer")
