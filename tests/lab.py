@@ -70,6 +70,15 @@ def group_hosts(group: str) -> list[str]:
     return [name for name in HOSTS if name in _GROUPS[group]]
 
 
+def by_host(*pairs: tuple[str, list[str]]) -> dict[str, list[str]]:
+    """(host, items) pairs merged by host in their order, each item once: on a small lab
+    one host has several roles."""
+    merged: dict[str, list[str]] = {}
+    for host, items in pairs:
+        merged.setdefault(host, []).extend(i for i in items if i not in merged.get(host, []))
+    return merged
+
+
 # The hosts the tests act on, by role.
 KAFKA_HOSTS = group_hosts("kafka")
 CASSANDRA_HOSTS = group_hosts("cassandra")

@@ -43,11 +43,23 @@ from jobs.aggregates import BATCHES_COLLECTION
 from jobs.randomuser_server import generate_users
 from tests.lab import (
     AGGREGATES_DB,
+    CASSANDRA_HOST,
+    CASSANDRA_HOSTS,
+    HOSTS,
+    INVENTORY_ARG,
     KAFKA,
+    KAFKA_HOSTS,
     KEYSPACE,
+    LAB_ENV,
+    MONGODB_HOST,
+    PRODUCER_HOST,
     REPO,
     SECRETS,
+    SPARK_MASTER_HOST,
+    SPARK_WORKER_HOSTS,
+    STREAM_HOST,
     TABLE,
+    by_host,
     cassandra_cluster,
     ssh,
     stream_mongo_client,
@@ -62,11 +74,17 @@ NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"
 # The producer's librdkafka settings (jobs/producer.py kafka_config), for the raw Kafka limit.
 PRODUCER_PROPS = "acks=all enable.idempotence=true compression.type=zstd linger.ms=50"
 # host -> systemd units whose CPU and memory the saturation stage accounts for
-SERVICES = {
-    "kafka1": ["kafka", "bdf-randomuser"],
-    "spark1": ["spark-master", "spark-worker", "user-profiles-stream"],
-    "store1": ["cassandra", "ferretdb", "postgresql@15-main"],
-}
+SERVICES = by_host(
+    *((host, ["kafka"]) for host in KAFKA_HOSTS),
+    (PRODUCER_HOST, ["bdf-randomuser"]),
+    (SPARK_MASTER_HOST, ["spark-master"]),
+    *((host, ["spark-worker"]) for host in SPARK_WORKER_HOSTS),
+    (STREAM_HOST, ["user-profiles-stream"]),
+    *((host, ["cassandra"]) for host in CASSANDRA_HOSTS),
+    (MONGODB_HOST, ["ferretdb", "postgresql@15-main"]),
+)
+# The Kafka command-line tools run on the first broker.
+BROKER_HOST = KAFKA_HOSTS[0]
 BENCH_TABLE = "bench_profiles"
 
 
@@ -133,16 +151,17 @@ def kafka_limits(report: Report, records: int, stamp: str) -> None:
     payload_file = f"/tmp/{topic}.jsonl"  # noqa: S108 - on the lab machine, removed below
     common = f"--bootstrap-server {KAFKA} --command-config {ADMIN_CONFIG}"
     write = subprocess.run(  # noqa: S603
-        ["bash", str(REPO / "lab" / "lab.sh"), "ssh", "kafka1", f"cat > {payload_file}"],  # noqa: S607
+        ["bash", str(REPO / "lab" / "lab.sh"), "ssh", BROKER_HOST, f"cat > {payload_file}"],  # noqa: S607
         input=payloads,
         capture_output=True,
         check=False,
+        env=LAB_ENV,
     )
     assert write.returncode == 0, write.stderr
-    remote("kafka1", f"{KAFKA_BIN}/kafka-topics.sh {common} --create --topic {topic} --partitions 6")
+    remote(BROKER_HOST, f"{KAFKA_BIN}/kafka-topics.sh {common} --create --topic {topic} --partitions 6")
     try:
         _, out = timed_remote(
-            "kafka1",
+            BROKER_HOST,
             f"{KAFKA_BIN}/kafka-producer-perf-test.sh {common} --topic {topic} --num-records {records}"
             f" --throughput -1 --payload-file {payload_file}"
             f" --producer-props {PRODUCER_PROPS}",
@@ -152,7 +171,7 @@ def kafka_limits(report: Report, records: int, stamp: str) -> None:
             "limits", "kafka produce", float(rate[0]), "msg/s", f"({rate[1]} MB/s, profile JSON, zstd)"
         )
         _, out = timed_remote(
-            "kafka1",
+            BROKER_HOST,
             f"{KAFKA_BIN}/kafka-consumer-perf-test.sh {common} --topic {topic} --num-records {records}"
             f" --group {topic} --timeout 120000",
         )
@@ -162,7 +181,10 @@ def kafka_limits(report: Report, records: int, stamp: str) -> None:
         )
         report.add("limits", "kafka consume", float(stats["fetch.nMsg.sec"]), "msg/s", "(fetch time only)")
     finally:
-        ssh("kafka1", f"{KAFKA_BIN}/kafka-topics.sh {common} --delete --topic {topic}; rm -f {payload_file}")
+        ssh(
+            BROKER_HOST,
+            f"{KAFKA_BIN}/kafka-topics.sh {common} --delete --topic {topic}; rm -f {payload_file}",
+        )
 
 
 @contextmanager
@@ -188,7 +210,8 @@ def bench_table(session: Any) -> Iterator[str]:
         yield BENCH_TABLE
     finally:
         session.execute(f"DROP TABLE IF EXISTS {BENCH_TABLE}", timeout=120)
-        ssh("store1", f"{NODETOOL} clearsnapshot --all -- {KEYSPACE}")
+        for host in CASSANDRA_HOSTS:  # DROP TABLE leaves a snapshot on every replica
+            ssh(host, f"{NODETOOL} clearsnapshot --all -- {KEYSPACE}")
 
 
 def stored_shape_rows(session: Any, count: int) -> Iterator[tuple[Any, ...]]:
@@ -340,7 +363,7 @@ def run_producer(count: int, seed: str, batch_size: int, requests_per_second: fl
         f" BDF__PRODUCER__MAX_REQUESTS_PER_SECOND={requests_per_second}"
     )
     seconds, out = timed_remote(
-        "kafka1",
+        PRODUCER_HOST,
         f"env {overrides} {VENV}/bin/bdf-producer --config /etc/bigdataflow/producer.toml"
         f" --count {count} --progress-interval 3600 2>&1 | tail -3",
     )
@@ -461,8 +484,11 @@ def saturation(report: Report, session: Any, count: int, stamp: str) -> None:
 
 
 def disk_per_row(report: Report, session: Any) -> None:
-    remote("store1", f"{NODETOOL} flush {KEYSPACE} {TABLE}")
-    size = int(remote("store1", f"du -sb /var/lib/cassandra/data/{KEYSPACE}/{TABLE}-*/ | cut -f1").split()[0])
+    """On the first Cassandra node: one replica's bytes per stored profile."""
+    remote(CASSANDRA_HOST, f"{NODETOOL} flush {KEYSPACE} {TABLE}")
+    size = int(
+        remote(CASSANDRA_HOST, f"du -sb /var/lib/cassandra/data/{KEYSPACE}/{TABLE}-*/ | cut -f1").split()[0]
+    )
     rows = session.execute(f"SELECT count(*) FROM {TABLE}", timeout=300).one()[0]  # noqa: S608
     report.add(
         "cost",
@@ -508,7 +534,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(int(memory) / 2**20, 1),
         "kernel": platform.release(),
         "commit": commit.stdout.strip(),
-        "lab": "systemd-nspawn machines kafka1, spark1, store1 on this host (inventory/lab)",
+        "lab": f"systemd-nspawn machines {', '.join(HOSTS)} on this host ({INVENTORY_ARG})",
     }
 
 
@@ -541,12 +567,13 @@ def main(
     naive_rows: int,
     results: Path,
 ) -> None:
-    """Benchmark the pipeline deployed on the lab (`make deploy INVENTORY=inventory/lab`)."""
+    """Benchmark the pipeline deployed on the lab (`make deploy INVENTORY=inventory/lab`; another
+    lab with LAB_INVENTORY)."""
     stages = stages or STAGES
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = Report()
     if "source" in stages:
-        click.echo("== offline randomuser source over HTTP (kafka1)", err=True)
+        click.echo(f"== offline randomuser source over HTTP ({PRODUCER_HOST})", err=True)
         source_rate(report)
     if {"limits", "naive"} & set(stages):
         spark = spark_session()
@@ -562,7 +589,7 @@ def main(
             naive_baseline(report, spark, messages, naive_rows, keys)
         spark.stop()
     if {"saturation", "latency"} & set(stages):
-        remote("kafka1", "systemctl stop bdf-producer")
+        remote(PRODUCER_HOST, "systemctl stop bdf-producer")
         try:
             with cassandra_admin() as session:
                 drain()
@@ -574,7 +601,7 @@ def main(
                     click.echo(f"== fixed rate: {rate}/s for {seconds} s", err=True)
                     fixed_rate(report, session, rate, seconds, stamp)
         finally:
-            ssh("kafka1", "systemctl start bdf-producer")
+            ssh(PRODUCER_HOST, "systemctl start bdf-producer")
     ratios(report)
     click.echo(report.table())
     results.mkdir(parents=True, exist_ok=True)
@@ -602,7 +629,7 @@ def source_rate(report: Report) -> None:
         "for p in range(1,11): n+=len(s.get('http://127.0.0.1:8088/api/1.4/',params={'results':5000,'seed':'bench','page':p},timeout=120).json()['results'])\n"
         "print(n/(time.perf_counter()-t))"
     )
-    out = remote("kafka1", f'{VENV}/bin/python -c "{script}"')
+    out = remote(PRODUCER_HOST, f'{VENV}/bin/python -c "{script}"')
     report.add(
         "source", "offline randomuser over HTTP", float(out.split()[-1]), "profiles/s", "(results=5000)"
     )

@@ -27,6 +27,7 @@ from tests.lab import (
     REPO,
     SECRETS,
     STREAM_HOST,
+    by_host,
     cassandra_cluster,
     kafka_conf,
     ssh,
@@ -40,17 +41,9 @@ MESSAGE_KEY_FILE = "/etc/bigdataflow/secrets/message-keys.json"  # the producer'
 JOB = "user-profiles-stream"
 
 
-def _by_host(*files: tuple[str, list[str]]) -> dict[str, list[str]]:
-    """(host, paths) pairs merged by host, each path once (one host may have several roles)."""
-    merged: dict[str, list[str]] = {}
-    for host, paths in files:
-        merged.setdefault(host, []).extend(p for p in paths if p not in merged.get(host, []))
-    return merged
-
-
 # What a replaced secret would rewrite on the hosts: the stream job's driver, the first
 # broker, the producer's host and FerretDB's.
-SECRET_FILES = _by_host(
+SECRET_FILES = by_host(
     (
         STREAM_HOST,
         [
