@@ -3,7 +3,8 @@
 Runs only with LAB=1, as root, on a Linux host with debootstrap, systemd-nspawn and nft
 (`lab/lab.sh deps`). It brings the lab up itself (`lab/lab.sh up`: about 2 minutes the
 first time, seconds when the base root file system is cached or the lab already runs)
-and leaves it running; `lab/lab.sh down` stops it.
+and leaves it running; `lab/lab.sh down` stops it. The lab is LAB_INVENTORY's
+(default inventory/lab), as for lab/lab.sh.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.lab import INVENTORY_DIR as INVENTORY
+from tests.lab import LAB_ENV, REPO
+
 LAB_SH = REPO / "lab" / "lab.sh"
-INVENTORY = REPO / "inventory" / "lab"
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,7 +35,7 @@ pytestmark = [
 def _run(*cmd: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     exe = shutil.which(str(cmd[0])) or str(cmd[0])
     return subprocess.run(  # noqa: S603 - fixed commands, no shell
-        [exe, *map(str, cmd[1:])], capture_output=True, text=True, timeout=timeout, check=False
+        [exe, *map(str, cmd[1:])], capture_output=True, text=True, timeout=timeout, check=False, env=LAB_ENV
     )
 
 
