@@ -12,6 +12,13 @@ ANSIBLE_ARGS ?=
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS)
 # Groups of deps/debian-12.txt that `make deps` installs.
 DEPS ?= test deploy lab
+# The local lab of lab-up, lab-down, demo, e2e, faults and bench: inventory/lab (three
+# machines) or inventory/lab-cluster (six). Exported: lab/lab.sh and the lab tests read it.
+LAB_INVENTORY ?= inventory/lab
+export LAB_INVENTORY
+# Its deployment's generated secrets: .secrets/<the inventory folder's name> (roles/bdf_secrets).
+LAB_DEPLOYMENT := $(notdir $(patsubst %/,%,$(LAB_INVENTORY)))
+LAB_SECRETS := .secrets/$(LAB_DEPLOYMENT)
 
 .PHONY: help
 help: ## List the targets
@@ -69,22 +76,23 @@ test-servers: artifacts ## Tests against real servers on 127.0.0.1: dashboard in
 	$(BIN)/pytest tests/browser $(SERVER_TESTS) $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: install ## End to end on a fresh local lab (root): deploy twice (idempotence), then the lab tests
+e2e: install ## End to end on a fresh LAB_INVENTORY lab (root): deploy twice (idempotence), then the lab tests
+	@test -n "$(LAB_DEPLOYMENT)" || { echo "LAB_INVENTORY names no inventory folder" >&2; exit 2; }
 	lab/lab.sh deps
 	lab/lab.sh down
-	rm -rf .secrets/lab
+	rm -rf $(LAB_SECRETS)
 	lab/lab.sh up
-	$(MAKE) deploy INVENTORY=inventory/lab
-	set -o pipefail; $(MAKE) deploy INVENTORY=inventory/lab ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
+	$(MAKE) deploy INVENTORY=$(LAB_INVENTORY)
+	set -o pipefail; $(MAKE) deploy INVENTORY=$(LAB_INVENTORY) ANSIBLE_ARGS="$(ANSIBLE_ARGS)" | tee .lab-second-deploy.log
 	@! grep -E 'changed=[1-9]' .lab-second-deploy.log || { echo "second deploy changed something: not idempotent" >&2; exit 1; }
 	LAB=1 $(BIN)/pytest tests/integration $(addprefix --ignore=,$(SERVER_TESTS)) $(PYTEST_ARGS)
 
 .PHONY: faults
-faults: install ## On the deployed lab: kill the job/broker, stop Cassandra/FerretDB, cut the store host's power, under load; nothing lost (LAB=1)
+faults: install ## On the deployed LAB_INVENTORY lab: kill the job/broker, stop Cassandra/FerretDB, cut a Cassandra host's power, under load; nothing lost (LAB=1)
 	LAB=1 $(BIN)/pytest tests/faults -s $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Benchmark the pipeline deployed on the lab (tests/bench/results/ gets the JSON)
+bench: install ## Benchmark the pipeline deployed on the LAB_INVENTORY lab (tests/bench/results/ gets the JSON)
 	$(BIN)/python -m tests.bench.bench $(BENCH_ARGS)
 
 .PHONY: keys
@@ -125,24 +133,26 @@ restart: install ## Restart GROUP's service on INVENTORY, one host at a time, ea
 	$(PLAYBOOK) playbooks/restart.yml -e restart_group=$(GROUP)
 
 .PHONY: lab-up
-lab-up: ## Start the local lab: Debian 12 systemd-nspawn machines on bridge bdf0 (root)
+lab-up: ## Start the LAB_INVENTORY lab (default inventory/lab, bridge bdf0): Debian 12 systemd-nspawn machines (root)
 	lab/lab.sh up
 
 .PHONY: lab-down
-lab-down: ## Stop the local lab and remove its bridge and NAT table
+lab-down: ## Stop the LAB_INVENTORY lab and remove its bridge and NAT table
 	lab/lab.sh down
 
 .PHONY: demo
-demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy, then print the URLs
+demo: ## On a fresh Linux machine (root): make deps, lab-up, artifacts, deploy onto LAB_INVENTORY, then print the URLs
 	lab/lab.sh deps
 	lab/lab.sh up
-	$(MAKE) deploy INVENTORY=inventory/lab
-	@spark=$$(awk '/spark1:/{getline; print $$2; exit}' inventory/lab/hosts.yml); \
-	  if grep -Eq '^bdf_tls_enabled: *(false|no)' inventory/lab/group_vars/all.yml; then \
-	    echo "Dashboard:       http://$$spark:8050"; \
-	  else echo "Dashboard:       https://$$spark:8050 (trust the CA .secrets/lab/tls/ca.crt)"; fi; \
+	$(MAKE) deploy INVENTORY=$(LAB_INVENTORY)
+	@eval "$$($(BIN)/python lab/topology.py shell)"; \
+	  dashboard=$$($(BIN)/python lab/topology.py group dashboard | head -n 1); \
+	  master=$$($(BIN)/python lab/topology.py group spark_master | head -n 1); \
+	  if grep -Eq '^bdf_tls_enabled: *(false|no)' $(LAB_INVENTORY)/group_vars/all.yml; then \
+	    echo "Dashboard:       http://$$dashboard:8050"; \
+	  else echo "Dashboard:       https://$$dashboard:8050 (trust the CA $(LAB_SECRETS)/tls/ca.crt)"; fi; \
 	  echo "Spark master UI: http://127.0.0.1:8080 after" \
-	    "ssh -i /var/lib/bigdataflow-lab/ssh/id_ed25519 -L 8080:$$spark:8080 root@$$spark"
+	    "ssh -i $$LAB_STATE_DIR/ssh/id_ed25519 -L 8080:$$master:8080 root@$$master"
 
 .PHONY: screenshot
 screenshot: install ## Regenerate docs/dashboard.png (local FerretDB, synthetic aggregates, headless Chromium)
