@@ -76,10 +76,15 @@ def _group_hosts(group: dict[str, Any] | None) -> set[str]:
     return names
 
 
-def _all_groups(group: dict[str, Any] | None, out: dict[str, set[str]]) -> None:
+def inventory_groups(
+    group: dict[str, Any] | None, out: dict[str, set[str]] | None = None
+) -> dict[str, set[str]]:
+    """Every group below ``group`` (an inventory's ``all``) with its hosts, children's included."""
+    out = {} if out is None else out
     for name, child in ((group or {}).get("children") or {}).items():
         out[name] = out.get(name, set()) | _group_hosts(child)
-        _all_groups(child, out)
+        inventory_groups(child, out)
+    return out
 
 
 def _host_mirrors() -> tuple[str, str]:
@@ -190,8 +195,7 @@ def load_topology() -> dict[str, Any]:
     if not machines:
         raise TopologyError(f"{hosts_file}: no machine under all.hosts")
 
-    groups: dict[str, set[str]] = {}
-    _all_groups(root, groups)
+    groups = inventory_groups(root)
     known = {name for name, _ in machines}
     for group, members in groups.items():
         if members - known:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -43,23 +44,15 @@ INVENTORY = yaml.safe_load((INVENTORY_DIR / "hosts.yml").read_text())
 HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
 
 
-def _members(group: dict | None) -> set[str]:
-    """The host names of a group and of its children."""
-    group = group or {}
-    names = set(group.get("hosts") or {})
-    for child in (group.get("children") or {}).values():
-        names |= _members(child)
-    return names
+def _inventory_groups(root: dict) -> dict[str, set[str]]:
+    """lab/topology.py's reading of the inventory's groups (lab/ is no package)."""
+    spec = importlib.util.spec_from_file_location("lab_topology", REPO / "lab" / "topology.py")
+    topology = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(topology)
+    return topology.inventory_groups(root)
 
 
-def _groups(group: dict | None, out: dict[str, set[str]]) -> dict[str, set[str]]:
-    for name, child in ((group or {}).get("children") or {}).items():
-        out[name] = out.get(name, set()) | _members(child)
-        _groups(child, out)
-    return out
-
-
-_GROUPS = _groups(INVENTORY["all"], {})
+_GROUPS = _inventory_groups(INVENTORY["all"])
 
 
 def group_hosts(group: str) -> list[str]:
