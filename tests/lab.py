@@ -324,17 +324,39 @@ def aggregates_match_cassandra(cassandra, mongo, timeout: float = 300) -> None:
     nationality plus the people erased since they were counted (counts are not personal)."""
     erased = erased_rows()
 
+    seen: dict = {}
+
     def matching() -> bool | None:
         rows = cassandra.execute("SELECT nationality FROM profiles")
         stored = collections.Counter(row["nationality"] for row in rows)
         counted = aggregate_counts(mongo, "users_by_nationality")
-        surplus = [counted.get(nat, 0) - stored.get(nat, 0) for nat in {*stored, *counted}]
+        surplus = {nat: counted.get(nat, 0) - stored.get(nat, 0) for nat in {*stored, *counted}}
         totals = aggregate_counts(mongo, "totals").get("all", 0)
+        seen.update(stored=sum(stored.values()), totals=totals, erased=erased)
+        seen["surplus"] = {nat: n for nat, n in sorted(surplus.items()) if n}
         return (
-            min(surplus, default=0) >= 0 and sum(surplus) == erased == totals - sum(stored.values())
+            min(surplus.values(), default=0) >= 0
+            and sum(surplus.values()) == erased == totals - sum(stored.values())
         ) or None
 
-    eventually(matching, timeout, "the aggregates to equal Cassandra's rows per nationality (+ erased)")
+    eventually(
+        matching,
+        timeout,
+        "the aggregates to equal Cassandra's rows per nationality (+ erased)",
+        explain=lambda: f"{seen}; {job_state()}",
+    )
+
+
+def job_state() -> str:
+    """The stream job's restarts and its last warnings and errors: what a timed-out wait
+    on the pipeline needs to tell a slow job from a wedged or diverging one."""
+    restarts_now = restarts(STREAM_HOST, "user-profiles-stream")
+    journal = ssh(
+        STREAM_HOST,
+        "journalctl -u user-profiles-stream --since -15min -o cat"
+        ' | grep -E \'"level": "(WARNING|ERROR)"\' | tail -n 5 | cut -c1-400',
+    ).stdout.strip()
+    return f"job NRestarts={restarts_now}, its last warnings: {journal or 'none'}"
 
 
 def dead_letters(markers: set[bytes], timeout: float) -> dict[bytes, tuple[dict[str, str], bytes]]:

@@ -32,6 +32,7 @@ from tests.lab import (
     TOPIC,
     erased_rows,
     eventually,
+    job_state,
     kafka_conf,
     message_keys,
     restarts,
@@ -228,13 +229,21 @@ def test_aggregates_equal_stored_profiles_and_survive_a_job_restart(cassandra, m
     assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         # Quiescent: nothing new arrives; the job drains the topic.
+        seen = []
+
         def settled():
             first = (_stored(cassandra), _totals(mongo))
             time.sleep(12)
             second = (_stored(cassandra), _totals(mongo))
+            seen[:] = [first, second]
             return second if first == second and second[0] + erased == second[1] and second[0] > 0 else None
 
-        stored, total = eventually(settled, 300, f"stored rows + {erased} erased == totals")
+        stored, total = eventually(
+            settled,
+            300,
+            f"stored rows + {erased} erased == totals",
+            explain=lambda: f"(stored, totals) 12 s apart: {seen}; {job_state()}",
+        )
         by_nationality = sum(doc["users"] for doc in mongo["users_by_nationality"].find())
         assert by_nationality == total
 
