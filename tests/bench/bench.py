@@ -391,7 +391,10 @@ def write_times(session: Any, ids: list[uuid.UUID], timeout: float) -> list[tupl
     deadline = time.monotonic() + timeout
     while len(found) < len(ids):
         missing = [i for i in ids if i not in found]
-        results = execute_concurrent_with_args(session, query, [(i,) for i in missing], concurrency=128)
+        # A lookup that times out (Cassandra busy with the job's writes) is asked again.
+        results = execute_concurrent_with_args(
+            session, query, [(i,) for i in missing], concurrency=128, raise_on_first_error=False
+        )
         for user_id, (ok, rows) in zip(missing, results, strict=True):
             row = rows.one() if ok else None
             if row is not None:
