@@ -7,9 +7,9 @@ dashboard page is fetched over HTTPS. Then the capture is searched, as raw bytes
 each flow's payloads joined (a needle split over two segments), for the profiles' names,
 emails, phones and streets (tests/lab.py personal_needles) and for identifiers that cross
 the wire in clear without TLS: each login uuid (Kafka's message key, as text) and
-Cassandra's user id (its 16 bytes). The capture must hold Kafka, CQL, MongoDB and dashboard
-traffic, and a datagram sent in clear with a canary needle: the scan finds what is there.
-About 90 s.
+Cassandra's user id (its 16 bytes). The capture must hold Kafka, CQL, MongoDB (the job's
+aggregate writes) and dashboard traffic, and a datagram sent in clear with a canary needle:
+the scan finds what is there. About 90 s.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ from tests.lab import (
     DASHBOARD_URL,
     HOSTS,
     LAB_ONLY,
+    MONGODB_HOST,
+    STREAM_HOST,
     TLS,
     TOPIC,
+    aggregate_counts,
     eventually,
     kafka_conf,
     needle_pattern,
@@ -155,7 +158,17 @@ def _fetch_dashboard() -> None:
         assert response.status == 200 and b"<title>BigDataFlow" in response.read()
 
 
-def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandra, tmp_path):
+def _job_aggregate_bytes(flows) -> int:
+    """Payload bytes between the stream job's driver and FerretDB: the job's aggregate writes."""
+    pair = {HOSTS[STREAM_HOST], HOSTS[MONGODB_HOST]}
+    return sum(
+        len(data)
+        for (protocol, source, sport, destination, dport), data in flows.items()
+        if protocol == "tcp" and {source, destination} == pair and SERVICE_PORTS["mongodb"] in (sport, dport)
+    )
+
+
+def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandra, mongo, tmp_path):
     assert DASHBOARD_URL.startswith("https://")
     run = uuid.uuid4().hex[:8]
     profiles = generated_profiles(PROFILES, seed=f"wire-{run}")
@@ -164,6 +177,7 @@ def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandr
     needles = personal_needles(profiles) | {str(i).encode() for i in ids} | {i.bytes for i in ids}
     pattern = needle_pattern(needles | canary)
 
+    counted_before = aggregate_counts(mongo, "totals").get("all", 0)
     path = tmp_path / "bridge.pcap"  # *.pcap: what Debian's AppArmor profile lets tcpdump write
     capture = _start_capture(path)
     try:
@@ -175,6 +189,13 @@ def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandr
         # (a fetch just before the stop was missing from the capture).
         _fetch_dashboard()
         eventually(lambda: stored_of(cassandra, ids) == len(ids) or None, 300, "every profile stored")
+        # The job writes a batch's aggregates after its rows: stored is not yet counted
+        # (CI once stopped the capture before any FerretDB write).
+        eventually(
+            lambda: aggregate_counts(mongo, "totals").get("all", 0) >= counted_before + len(ids) or None,
+            300,
+            "every profile counted in the aggregates",
+        )
         seconds = time.monotonic() - started
     finally:
         summary = _stop_capture(capture)
@@ -186,6 +207,8 @@ def test_no_personal_data_or_identifier_crosses_the_lab_bridge_in_clear(cassandr
     print(f"{len(pcap) / 1e6:.1f} MB in {seconds:.0f} s; payload bytes by port {dict(seen)}")
     assert all(seen[port] > 0 for port in SERVICE_PORTS.values()), f"no traffic on some service port: {seen}"
     assert seen[9092] > PROFILES * 1_000, "the profiles did not cross the bridge to Kafka"
+    if STREAM_HOST != MONGODB_HOST:
+        assert _job_aggregate_bytes(flows) > 0, "no aggregate write from the job to FerretDB captured"
 
     found = {match.group() for match in pattern.finditer(pcap)}
     for data in flows.values():
