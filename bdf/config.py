@@ -133,13 +133,13 @@ class KeySettings(_Section):
 class StreamSettings(_Section):
     checkpoint_location: str = Field(min_length=1)
     trigger_interval: str = "1 second"
-    # Aggregates may lag: their stateful micro-batches cost more and would delay profiles.
-    aggregate_trigger_interval: str = "10 seconds"
+    # How often the counts changed since the last write go to MongoDB (absolute values):
+    # the dashboard's aggregates lag by at most this much.
+    aggregate_write_seconds: float = Field(default=10, gt=0)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(default=100_000, gt=0)
     max_message_bytes: int = Field(default=65_536, gt=0)
-    # Tasks per stage of a micro-batch: one per executor core. Also the partitions of the
-    # aggregate query's state, which are fixed when its checkpoint is created.
+    # Tasks per stage of a micro-batch: one per executor core.
     parallelism: int = Field(default=2, gt=0)
     spark_master: str = "local[*]"
     # One write attempt running longer than this is stalled: the job exits and systemd

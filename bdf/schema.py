@@ -92,11 +92,3 @@ STORED_SCHEMA = _struct(
     produced_at=T.TimestampType(),
     stored_at=T.TimestampType(),
 )
-
-# What the aggregates count of a stored row: no contact data, no encrypted column.
-AGGREGATE_INPUT_SCHEMA = T.StructType(
-    [
-        STORED_SCHEMA[name]
-        for name in ("user_id", "nationality", "gender", "email_domain", "birth_date", "registered_at")
-    ]
-)

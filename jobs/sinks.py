@@ -8,9 +8,11 @@ documents by their key with absolute values, batch records by batch id.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +22,7 @@ from pyspark.sql import DataFrame
 
 from bdf import clients
 from bdf.config import CassandraSettings, KafkaSettings, MongoSettings, load_credentials
-from jobs.aggregates import BATCHES_COLLECTION, to_documents
+from jobs.aggregates import AGGREGATE_COLLECTIONS, BATCHES_COLLECTION, TOTALS, to_documents
 
 log = logging.getLogger("bigdataflow.stream")
 
@@ -33,8 +35,8 @@ class DeadLetterSink(Protocol):
     def write(self, rejected: DataFrame) -> None: ...
 
 
-class AggregateInputSink(Protocol):
-    def write(self, batch_id: int, lines: str) -> None: ...
+class AggregateInput(Protocol):
+    def apply(self, lines: str) -> int: ...
 
 
 class AggregateStore(Protocol):
@@ -145,26 +147,96 @@ class MongoAggregateStore:
         )
 
 
-class AggregateInputSpool:
-    """The aggregate query's input: one JSON-lines file per profile micro-batch.
+class AggregateLedger:
+    """The aggregates' state: which users are counted, and the counts, in one SQLite file.
 
-    Written by the driver, read (then deleted) by the aggregate query's file source. A
-    file appears whole (written under a hidden name, then renamed) and a replayed batch
-    rewrites the same name. Owner-only: the lines hold user ids and birth dates.
+    The profile query applies each stored batch's facts here, on the driver, in one
+    transaction: nothing of it lives in Spark's state, so no executor needs the driver's
+    disk. A user is counted once, whatever replays or resends bring. Every apply that
+    changes counts gets the next version; ``changed_after`` gives the writer to MongoDB the
+    counts changed since the version it last wrote (absolute values).
+
+    The file holds a digest of each counted user id (not the id), owner-only (0600 in a
+    0700 folder); WAL with full syncs, so an applied batch survives a power cut.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    SCHEMA = """
+        PRAGMA journal_mode = WAL;
+        PRAGMA synchronous = FULL;
+        CREATE TABLE IF NOT EXISTS counted_users (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS counts (
+            collection TEXT NOT NULL, key TEXT NOT NULL,
+            users INTEGER NOT NULL, birth_epoch_day_sum INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (collection, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS counts_by_version ON counts (version);
+    """
+    ADD_COUNTS = """
+        INSERT INTO counts VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (collection, key) DO UPDATE SET
+            users = users + excluded.users,
+            birth_epoch_day_sum = birth_epoch_day_sum + excluded.birth_epoch_day_sum,
+            version = excluded.version
+    """
 
-    def write(self, batch_id: int, lines: str) -> None:
-        if not lines:
-            return
-        name = f"batch-{batch_id:012d}.json"
-        hidden = self.folder / f".{name}.tmp"  # the file source skips names starting with "."
-        with os.fdopen(os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            file.write(lines + "\n")
-        hidden.replace(self.folder / name)
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self.path = path
+        self._lock = threading.Lock()  # the profile query's thread applies, the writer reads
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.executescript(self.SCHEMA)
+
+    def apply(self, lines: str) -> int:
+        """Count the users of ``lines`` (``jobs.transform.aggregate_fact_lines``) not counted
+        yet; how many were new."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                increments = self._new_users(lines)
+                version = self._version() + 1
+                self._db.executemany(
+                    self.ADD_COUNTS,
+                    [(*key, users, days, version) for key, (users, days) in increments.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return increments.get((TOTALS, "all"), (0, 0))[0]
+
+    def _new_users(self, lines: str) -> dict[tuple[str, str], list[int]]:
+        """(collection, key) -> [users, birth days] of the users not counted before."""
+        increments: dict[tuple[str, str], list[int]] = {}
+        for line in lines.splitlines():
+            fact = json.loads(line)
+            digest = hashlib.blake2b(fact["user_id"].encode(), digest_size=16).digest()
+            if not self._db.execute("INSERT OR IGNORE INTO counted_users VALUES (?)", (digest,)).rowcount:
+                continue
+            birth_day = fact.get("birth_epoch_day") or 0
+            for collection, key in zip(AGGREGATE_COLLECTIONS, fact["keys"], strict=True):
+                total = increments.setdefault((collection, key), [0, 0])
+                total[0] += 1
+                total[1] += birth_day
+        return increments
+
+    def _version(self) -> int:
+        return self._db.execute("SELECT coalesce(max(version), 0) FROM counts").fetchone()[0]
+
+    def changed_after(self, version: int) -> tuple[int, list[dict[str, Any]]]:
+        """(the newest version, the counts changed after ``version``), read at once."""
+        with self._lock:
+            newest = self._version()
+            rows = self._db.execute(
+                "SELECT collection, key, users, birth_epoch_day_sum FROM counts WHERE version > ?", (version,)
+            ).fetchall()
+        fields = ("collection", "key", "users", "birth_epoch_day_sum")
+        return newest, [dict(zip(fields, row, strict=True)) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class BatchRecorder(Protocol):

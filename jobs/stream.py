@@ -1,19 +1,15 @@
 """The user-profile stream job: Kafka ``user_profiles`` -> Cassandra rows + MongoDB aggregates.
 
-Two streaming queries; each message is read from Kafka and parsed once:
+One streaming query, ``profiles`` (every ``trigger_interval``): each message is parsed
+and transformed once (``jobs.transform.prepare``, planned once); bad messages go to the
+dead-letter topic with their reason, good ones are encrypted and upserted into Cassandra
+by user id. What each stored row counts under in the aggregates (no contact data) rides
+along the write and is applied, on the driver, to the aggregates' ledger
+(``jobs.sinks.AggregateLedger``: each user counted once). A thread writes the changed
+counts to MongoDB as absolute values every ``aggregate_write_seconds``.
 
-* ``profiles`` (every ``trigger_interval``, first in line for the cores): each message
-  is parsed and transformed (``jobs.transform.prepare``, planned once); bad messages go
-  to the dead-letter topic with their reason, good ones are encrypted and upserted into
-  Cassandra by user id. What the aggregates need of the stored rows (no contact data) is
-  spooled as JSON lines below the checkpoint location.
-* ``aggregates`` (every ``aggregate_trigger_interval``): the spooled rows deduplicated
-  by user id in Spark's state store, then counted; every changed count is written to
-  MongoDB as an absolute value; counted spool files are deleted.
-
-Both are idempotent under replay (see ``jobs.sinks``); the checkpoints hold Kafka
-offsets, the spool files seen and the dedup/count state, so a restart resumes without
-double counting.
+Everything is idempotent under replay (see ``jobs.sinks``); the checkpoint holds the Kafka
+offsets, the ledger and the batch records on their way, all read by the driver alone.
 
 Run with ``spark-submit jobs/stream.py --config /etc/bigdataflow/bigdataflow.toml``
 (the ``stream_job`` role's systemd unit does exactly that).
@@ -21,6 +17,7 @@ Run with ``spark-submit jobs/stream.py --config /etc/bigdataflow/bigdataflow.tom
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -32,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -39,7 +37,6 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from bdf.config import ConfigError, Settings, StreamSettings, load_settings
 from bdf.keyring import KeyRing, load_keyring
 from bdf.logs import setup_logging
-from bdf.schema import AGGREGATE_INPUT_SCHEMA
 from jobs.cli_options import config_option, verbose_option
 from jobs.quarantine import QuarantinedMessage, QuarantineError, load_quarantine
 from jobs.resilience import (
@@ -50,8 +47,8 @@ from jobs.resilience import (
     retry_while_unavailable,
 )
 from jobs.sinks import (
-    AggregateInputSink,
-    AggregateInputSpool,
+    AggregateInput,
+    AggregateLedger,
     AggregateStore,
     BatchRecorder,
     BatchRecordOutbox,
@@ -64,9 +61,7 @@ from jobs.sinks import (
     kafka_client_options,
 )
 from jobs.transform import (
-    aggregate,
-    aggregate_facts,
-    aggregate_input_lines,
+    aggregate_fact_lines,
     prepare,
     rejected_messages,
     stored_rows,
@@ -80,9 +75,8 @@ log = logging.getLogger("bigdataflow.stream")
 REDACTED_OPTIONS = r"(?i)secret|password|token|access[.]key|jaas"
 REDACTED_PLAN_STRINGS = r"(?i)[0-9a-f]{64,}|X'[0-9A-F]{32,}'"
 FETCH_MAX_WAIT_MS = 20
-SCHEDULER_POOLS = Path(__file__).with_name("scheduler-pools.xml")
-# Below the checkpoint location: the aggregate query's input, written by the profile query.
-AGGREGATE_INPUT_FOLDER = "aggregate-input"
+# Below the checkpoint location: the aggregates' ledger.
+AGGREGATE_LEDGER = "aggregate-ledger/ledger.sqlite"
 # Below the checkpoint location: batch records on their way to MongoDB.
 BATCH_RECORDS_FOLDER = "batch-records"
 
@@ -95,17 +89,12 @@ def build_spark(settings: Settings) -> SparkSession:
         "spark.sql.session.timeZone": "UTC",  # dates are stored as UTC calendar dates
         "spark.redaction.regex": REDACTED_OPTIONS,
         "spark.sql.redaction.string.regex": REDACTED_PLAN_STRINGS,
-        "spark.sql.streaming.stateStore.providerClass": (
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
-        ),
         "spark.sql.shuffle.partitions": str(settings.stream.parallelism),
-        "spark.scheduler.mode": "FAIR",
         # Hadoop's FileContext forks `readlink`/`chmod` for every checkpoint file it renames
         # (no native library here): tens of ms each, several per micro-batch and query.
         "spark.sql.streaming.checkpointFileManagerClass": (
             "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager"
         ),
-        "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         **cassandra_spark_conf(settings.cassandra),
     }
     for key, value in conf.items():
@@ -118,15 +107,15 @@ class ProfileBatchWriter:
 
     No message fails a batch: rows Cassandra refuses are found (``jobs.resilience``) and
     dead-lettered with its reason; while Cassandra does not answer, the batch waits and
-    retries (the aggregate query and MongoDB go on). Batch records go through an outbox,
-    so a MongoDB outage does not stop this query either.
+    retries. The aggregates' ledger is local and batch records go through an outbox, so a
+    MongoDB outage does not stop this query.
     """
 
     def __init__(
         self,
         profiles: ProfileStore,
         dead_letters: DeadLetterSink,
-        aggregate_input: AggregateInputSink,
+        aggregate_input: AggregateInput,
         batches: BatchRecorder,
         stopping: threading.Event | None = None,
     ) -> None:
@@ -152,7 +141,7 @@ class ProfileBatchWriter:
         )
 
     def _write(self, prepared: DataFrame, batch_id: int) -> dict[str, int]:
-        # The counts and the aggregates' input ride along the Cassandra write instead of
+        # The counts and the aggregate facts ride along the Cassandra write instead of
         # costing Spark jobs of their own. Nothing is cached: the rare batch with dead
         # letters reads Kafka again.
         attempts = itertools.count(1)
@@ -165,7 +154,7 @@ class ProfileBatchWriter:
                 observation,
                 F.count(F.lit(1)).alias("received"),
                 F.count("rejection").alias("dead_lettered"),
-                aggregate_input_lines().alias("aggregate_input"),
+                aggregate_fact_lines().alias("aggregate_facts"),
             )
             self._profiles.write(stored_rows(counted))
             return observation.get
@@ -174,8 +163,13 @@ class ProfileBatchWriter:
         received, dead_lettered = observed["received"], observed["dead_lettered"]
         if dead_lettered:
             self._dead_letters.write(rejected_messages(prepared))
-        self._aggregate_input.write(batch_id, observed["aggregate_input"])
-        counts = {"received": received, "stored": received - dead_lettered, "dead_lettered": dead_lettered}
+        counted = self._aggregate_input.apply(observed["aggregate_facts"])
+        counts = {
+            "received": received,
+            "stored": received - dead_lettered,
+            "dead_lettered": dead_lettered,
+            "newly_counted": counted,
+        }
         self._batches.record_batch("profiles", batch_id, counts, dt.datetime.now(dt.UTC))
         return counts
 
@@ -232,32 +226,55 @@ def log_failed_batch(prepared: DataFrame, batch_id: int) -> None:
     )
 
 
-class AggregateBatchWriter:
-    """``foreachBatch`` handler of the ``aggregates`` query: changed counts, absolute values.
+class AggregateWriter:
+    """Writes the counts the ledger changed since its last write to MongoDB, from a thread
+    of its own every ``interval`` seconds: the profile query never waits for MongoDB.
 
-    While MongoDB does not answer, the batch waits and retries: the counts are absolute,
-    so writing them late is writing them right; the profile query goes on meanwhile.
+    The counts are absolute, so a write that comes late, or twice, is right. While MongoDB
+    does not answer, the next round tries again with everything changed since the last
+    write that succeeded; after a restart the first round writes every count once.
     """
 
-    def __init__(
-        self,
-        store: AggregateStore,
-        batches: BatchRecorder | None = None,
-        stopping: threading.Event | None = None,
-    ) -> None:
+    def __init__(self, ledger: AggregateLedger, store: AggregateStore, stopping: threading.Event) -> None:
+        self._ledger = ledger
         self._store = store
-        self._batches = batches or store
-        self._stopping = stopping or threading.Event()
+        self._stopping = stopping
+        self._written = 0  # the ledger version last written: none yet
 
-    def __call__(self, changed: DataFrame, batch_id: int) -> None:
-        rows = [row.asDict() for row in changed.collect()]  # one row per changed key: small
-        now = dt.datetime.now(dt.UTC)
+    def write_changed(self) -> int:
+        """Write what changed since the last write (raises when MongoDB fails); how many keys."""
+        version, rows = self._ledger.changed_after(self._written)
         if rows:
-            retry_while_unavailable(lambda: self._store.upsert(rows, now), "mongodb", self._stopping)
-        self._batches.record_batch("aggregates", batch_id, {"keys_updated": len(rows)}, now)
-        log.info(
-            "aggregates batch written", extra={"fields": {"batch_id": batch_id, "keys_updated": len(rows)}}
-        )
+            self._store.upsert(rows, dt.datetime.now(dt.UTC))
+        self._written = version
+        return len(rows)
+
+    def start(self, interval: float) -> threading.Thread:
+        """A thread writing every ``interval`` seconds, and once more when ``stopping`` is set."""
+
+        def loop() -> None:
+            failing = False
+            while True:
+                stopped = self._stopping.wait(interval)
+                try:
+                    updated = self.write_changed()
+                    if failing:
+                        log.info("aggregates written again", extra={"fields": {"store": "mongodb"}})
+                    failing = False
+                    if updated:
+                        log.info("aggregates written", extra={"fields": {"keys_updated": updated}})
+                except Exception as error:
+                    if not failing:  # once per outage, not every round
+                        log.warning(
+                            "aggregates wait for MongoDB", extra={"fields": {"error": type(error).__name__}}
+                        )
+                    failing = True
+                if stopped:
+                    return
+
+        thread = threading.Thread(target=loop, name="aggregate-writer", daemon=True)
+        thread.start()
+        return thread
 
 
 class ProgressLog(StreamingQueryListener):
@@ -288,18 +305,6 @@ class ProgressLog(StreamingQueryListener):
         pass
 
 
-def aggregate_stream(spark: SparkSession, spool: Path) -> DataFrame:
-    """Counts per (collection, key) over distinct user ids, from the spool the profile
-    query fills with what it stored (its files are deleted once counted)."""
-    distinct_users = (
-        spark.readStream.schema(AGGREGATE_INPUT_SCHEMA)
-        .option("cleanSource", "delete")
-        .json(str(spool))
-        .dropDuplicates(["user_id"])
-    )
-    return aggregate(aggregate_facts(distinct_users))
-
-
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     kafka, stream = settings.kafka, settings.stream
     return (
@@ -320,20 +325,12 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def start_queries(
-    spark: SparkSession,
-    settings: Settings,
-    keys: KeyRing,
-    profile_writer: ProfileBatchWriter,
-    aggregate_writer: AggregateBatchWriter,
-) -> list[StreamingQuery]:
-    """Profiles every ``trigger_interval``, first in line for the cores: they carry the
-    latency. Aggregates less often, in the cores' spare time (``scheduler-pools.xml``)."""
+def start_query(
+    spark: SparkSession, settings: Settings, keys: KeyRing, profile_writer: ProfileBatchWriter
+) -> StreamingQuery:
     stream = settings.stream
-    # A streaming query's jobs run in the pool set on the thread that starts it.
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "profiles")
     prepared = prepare(read_kafka(spark, settings), keys, stream.max_message_bytes)
-    profiles = (
+    return (
         without_quarantined(prepared, load_quarantine(stream.quarantine_file))
         .writeStream.queryName("profiles")
         .foreachBatch(profile_writer)
@@ -341,18 +338,6 @@ def start_queries(
         .trigger(processingTime=stream.trigger_interval)
         .start()
     )
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "aggregates")
-    aggregates = (
-        aggregate_stream(spark, checkpoint_folder(stream, AGGREGATE_INPUT_FOLDER))
-        .writeStream.queryName("aggregates")
-        .outputMode("update")
-        .foreachBatch(aggregate_writer)
-        .option("checkpointLocation", str(checkpoint_folder(stream, "aggregate-counts")))
-        .trigger(processingTime=stream.aggregate_trigger_interval)
-        .start()
-    )
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
-    return [profiles, aggregates]
 
 
 def without_quarantined(prepared: DataFrame, quarantined: list[QuarantinedMessage]) -> DataFrame:
@@ -369,7 +354,22 @@ def checkpoint_folder(stream: StreamSettings, name: str) -> Path:
     return Path(stream.checkpoint_location) / name
 
 
-def _stop_on_sigterm(queries: list[StreamingQuery], stopping: threading.Event) -> None:
+def open_ledger(stream: StreamSettings) -> AggregateLedger:
+    """The aggregates' ledger below the checkpoint. A checkpoint whose query has committed
+    batches but has no ledger (one of the job before the ledger, or a deleted ledger file)
+    would count from zero over MongoDB's counts: refused (README, Known limits, recount)."""
+    ledger = checkpoint_folder(stream, AGGREGATE_LEDGER)
+    commits = checkpoint_folder(stream, "profiles") / "commits"
+    if not ledger.exists() and commits.is_dir() and any(commits.iterdir()):
+        raise ConfigError(
+            f"stream.checkpoint_location {stream.checkpoint_location}: the profiles query has"
+            f" committed batches but there is no aggregate ledger ({AGGREGATE_LEDGER}); the"
+            " aggregates would count from zero. To recount, see README, Known limits (upgrading)."
+        )
+    return AggregateLedger(ledger)
+
+
+def _stop_on_sigterm(query: StreamingQuery, stopping: threading.Event) -> None:
     """systemd stops the unit with SIGTERM: finish cleanly so the checkpoint stays consistent.
 
     ``stopping`` first: a batch waiting for a store gives up its wait, so ``stop`` returns.
@@ -378,17 +378,21 @@ def _stop_on_sigterm(queries: list[StreamingQuery], stopping: threading.Event) -
     def stop(signum: int, _frame: object) -> None:
         log.info("stopping on signal", extra={"fields": {"signal": signum}})
         stopping.set()
-        for query in queries:
-            query.stop()
+        query.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+
+# How long the job waits, when it stops, for the last aggregate write.
+LAST_AGGREGATE_WRITE_SECONDS = 30
 
 
 def run(settings: Settings) -> None:
     settings.require("kafka", "cassandra", "mongodb", "keys", "stream")
     stream = settings.stream
     keys = load_keyring(settings.keys.key_file)
+    ledger = open_ledger(stream)
     store = MongoAggregateStore(settings.mongodb)
     spark = build_spark(settings)
     spark.sparkContext.setLogLevel("WARN")
@@ -397,16 +401,11 @@ def run(settings: Settings) -> None:
     WRITE_WATCHDOG.start(stream.stalled_write_seconds)
     outbox = BatchRecordOutbox(checkpoint_folder(stream, BATCH_RECORDS_FOLDER), store)
     outbox.start_delivery(stopping)
-    profile_writer = ProfileBatchWriter(
-        CassandraProfileStore(settings.cassandra),
-        KafkaDeadLetterSink(settings.kafka),
-        AggregateInputSpool(checkpoint_folder(stream, AGGREGATE_INPUT_FOLDER)),
-        outbox,
-        stopping,
-    )
-    aggregate_writer = AggregateBatchWriter(store, outbox, stopping)
-    queries = start_queries(spark, settings, keys, profile_writer, aggregate_writer)
-    _stop_on_sigterm(queries, stopping)
+    aggregate_writes = AggregateWriter(ledger, store, stopping).start(stream.aggregate_write_seconds)
+    profiles, dead_letters = CassandraProfileStore(settings.cassandra), KafkaDeadLetterSink(settings.kafka)
+    profile_writer = ProfileBatchWriter(profiles, dead_letters, ledger, outbox, stopping)
+    query = start_query(spark, settings, keys, profile_writer)
+    _stop_on_sigterm(query, stopping)
     log.info(
         "stream job started",
         extra={
@@ -417,12 +416,13 @@ def run(settings: Settings) -> None:
             }
         },
     )
-    spark.streams.awaitAnyTermination()
+    with contextlib.suppress(StreamingQueryException):
+        query.awaitTermination()  # its error, if any, is logged below
     stopping.set()
-    failed = [query for query in queries if query.exception() is not None]
-    for query in failed:
+    aggregate_writes.join(LAST_AGGREGATE_WRITE_SECONDS)
+    ledger.close()
+    if query.exception() is not None:
         log.error("query failed", extra={"fields": {"query": query.name, "error": str(query.exception())}})
-    if failed:
         raise SystemExit(1)
 
 

@@ -2,10 +2,10 @@
 
 Chain: Kafka messages (values sealed by the producer, ``jobs.message_crypto``) ->
 ``parse_messages`` (opened in the JVM, profile struct + rejection reason) ->
-``normalized_columns`` (plain-text working columns, never stored) -> either
+``normalized_columns`` (plain-text working columns, never stored) ->
 ``protected_columns`` (the Cassandra row: personal data encrypted, secrets gone; the
-job's ``prepare`` / ``stored_rows``) or ``aggregate_facts`` / ``aggregate`` (counts
-without personal data, for MongoDB).
+job's ``prepare`` / ``stored_rows``) -> ``aggregate_fact_lines`` (what each stored row
+counts under in the aggregates: no personal data).
 
 Everything runs as Spark built-ins in the JVM: no row passes through Python.
 """
@@ -16,11 +16,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from bdf.keyring import KeyRing, associated_data, envelope_header
-from bdf.schema import AGGREGATE_INPUT_SCHEMA, CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
+from bdf.schema import CORRUPT_RECORD_COLUMN, PARSE_SCHEMA, STORED_SCHEMA
 from jobs.aggregates import (
     AGGREGATE_COLLECTIONS,
     BIRTH_MONTHS,
     EMAIL_DOMAINS,
+    EPOCH,
     GENDER,
     NATIONALITY,
     NATIONALITY_GENDER,
@@ -92,18 +93,18 @@ FIELD_TREATMENT: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _aggregate_keys() -> dict[str, Column]:
-    """One MongoDB collection per aggregate, and the key each profile counts under.
+def _aggregate_keys(row: Column) -> dict[str, Column]:
+    """One MongoDB collection per aggregate, and the key a stored ``row`` counts under.
 
     Ages are not counted (they go stale): birth months are; readers derive ages and bands.
     """
     keys = {
-        NATIONALITY: F.col("nationality"),
-        GENDER: F.col("gender"),
-        NATIONALITY_GENDER: F.concat_ws("|", "nationality", "gender"),
-        EMAIL_DOMAINS: F.col("email_domain"),
-        BIRTH_MONTHS: F.date_format("birth_date", "yyyy-MM"),
-        REGISTRATIONS: F.date_format("registered_at", "yyyy-MM"),
+        NATIONALITY: row["nationality"],
+        GENDER: row["gender"],
+        NATIONALITY_GENDER: F.concat_ws("|", row["nationality"], row["gender"]),
+        EMAIL_DOMAINS: row["email_domain"],
+        BIRTH_MONTHS: F.date_format(row["birth_date"], "yyyy-MM"),
+        REGISTRATIONS: F.date_format(row["registered_at"], "yyyy-MM"),
         TOTALS: F.lit("all"),
     }
     assert tuple(keys) == AGGREGATE_COLLECTIONS
@@ -335,34 +336,17 @@ def stored_rows(prepared: DataFrame) -> DataFrame:
     return valid_profiles(prepared).select("stored.*")
 
 
-def aggregate_input_lines() -> Column:
-    """An aggregate expression over ``prepare``'s rows: the stored rows' aggregate input
-    (``AGGREGATE_INPUT_SCHEMA``) as JSON lines, for ``DataFrame.observe``."""
-    fields = [F.col(f"stored.{name}").alias(name) for name in AGGREGATE_INPUT_SCHEMA.fieldNames()]
-    line = F.when(F.col("rejection").isNull(), F.to_json(F.struct(*fields)))
+def aggregate_fact_lines() -> Column:
+    """An aggregate expression over ``prepare``'s rows, for ``DataFrame.observe``: what each
+    stored row counts under, as JSON lines ``{"user_id", "birth_epoch_day", "keys"}`` (one
+    key per collection, in ``AGGREGATE_COLLECTIONS`` order), for ``jobs.sinks.AggregateLedger``.
+    No contact data; rejected rows count nothing."""
+    stored = F.col("stored")
+    keys = [F.coalesce(key.cast("string"), F.lit(UNKNOWN)) for key in _aggregate_keys(stored).values()]
+    fact = F.struct(
+        stored["user_id"].alias("user_id"),
+        F.datediff(stored["birth_date"], F.lit(EPOCH.isoformat()).cast("date")).alias("birth_epoch_day"),
+        F.array(*keys).alias("keys"),
+    )
+    line = F.when(F.col("rejection").isNull(), F.to_json(fact))
     return F.array_join(F.collect_list(line), "\n")
-
-
-def aggregate_facts(normalized: DataFrame) -> DataFrame:
-    """(user_id, collection, key, birth_epoch_day): what each profile contributes."""
-    keys = F.array(
-        *(
-            F.struct(
-                F.lit(name).alias("collection"), F.coalesce(key.cast("string"), F.lit(UNKNOWN)).alias("key")
-            )
-            for name, key in _aggregate_keys().items()
-        )
-    )
-    return normalized.select(
-        "user_id",
-        F.datediff("birth_date", F.lit("1970-01-01").cast("date")).alias("birth_epoch_day"),
-        F.explode(keys).alias("fact"),
-    ).select("user_id", "fact.collection", "fact.key", "birth_epoch_day")
-
-
-def aggregate(facts: DataFrame) -> DataFrame:
-    """Users per (collection, key), and the sum of their birth days for average ages."""
-    return facts.groupBy("collection", "key").agg(
-        F.count(F.lit(1)).alias("users"),
-        F.sum("birth_epoch_day").alias("birth_epoch_day_sum"),
-    )

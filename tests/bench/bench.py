@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -291,6 +292,25 @@ def transform_limit(report: Report, rows: int, spark: Any, messages: Any, keys: 
     report.add(
         "limits", "transformation", rows / seconds, "rows/s", "(static DataFrame, local[2], best of 3)"
     )
+
+
+def ledger_limit(report: Report, rows: int, messages: Any, keys: Any) -> None:
+    """The aggregates' ledger on the driver: the facts of ``rows`` new users applied in one
+    micro-batch, into a new ledger file (the job's cost per newly counted profile)."""
+    from jobs.sinks import AggregateLedger
+    from jobs.transform import aggregate_fact_lines, prepare
+
+    (lines,) = prepare(messages, keys, 1_048_576).agg(aggregate_fact_lines()).first()
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = AggregateLedger(Path(folder) / "ledger" / "ledger.sqlite")
+        started = time.process_time()
+        ledger.apply(lines)
+        seconds = time.process_time() - started
+        ledger.close()
+        size = sum(path.stat().st_size for path in (Path(folder) / "ledger").iterdir())
+    note = "(driver, one batch of new users)"
+    report.add("limits", "ledger apply", seconds / rows * 1e6, "us CPU/profile", note)
+    report.add("limits", "ledger size", size / rows, "bytes/user")
 
 
 # --- the naive baseline ----------------------------------------------------------------------------
@@ -589,6 +609,7 @@ def main(
             kafka_limits(report, limit_records, stamp)
             cassandra_limit(report, limit_records)
             transform_limit(report, limit_records, spark, messages, keys)
+            ledger_limit(report, limit_records, messages, keys)
         if "naive" in stages:
             click.echo("== naive baseline", err=True)
             naive_baseline(report, spark, messages, naive_rows, keys)

@@ -8,6 +8,13 @@ keep reaching Cassandra (the stores fail independently). With TLS on, a certific
 rotation (`make rotate-certs`: every host's services restarted, one host at a time) under
 a steady 500 profiles/s must lose nothing either.
 
+On a cluster lab (``LAB_INVENTORY=inventory/lab-cluster``, three brokers) more faults run
+under a steady ``BDF_FAULT_RATE`` profiles/s (default 1,000): every broker killed with
+SIGKILL in turn, the partition leader first, then each restarted cleanly; a Cassandra
+node stopped for two minutes, with no failed write at LOCAL_QUORUM; a rolling restart of
+every group (`make restart GROUP=...`), with the job never restarting and each host
+waiting for its gate; a Spark worker host's power cut, the job going on with the other.
+
 Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); 3 to 8 minutes a
 fault, 8 to 10 for the rotation.
 """
@@ -15,6 +22,7 @@ fault, 8 to 10 for the rotation.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -23,7 +31,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
@@ -31,6 +39,7 @@ from jobs.randomuser_server import generate_users
 from tests.factories import generated_profiles
 from tests.lab import (
     CASSANDRA_HOST,
+    CASSANDRA_HOSTS,
     HOSTS,
     INVENTORY_DIR,
     KAFKA_HOSTS,
@@ -40,6 +49,7 @@ from tests.lab import (
     PRODUCER_HOST,
     REPO,
     SPARK_MASTER_HOST,
+    SPARK_WORKER_HOSTS,
     STREAM_HOST,
     TLS,
     TLS_PORTS,
@@ -47,7 +57,9 @@ from tests.lab import (
     aggregates_match_cassandra,
     dead_letters,
     eventually,
+    group_hosts,
     kafka_conf,
+    restarts,
     sealed,
     settled,
     ssh,
@@ -183,8 +195,9 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
 
 
 ROTATION_RATE_PER_SECOND = 500
-ROTATION_MIN_LOAD_SECONDS = 60
+MIN_LOAD_SECONDS = 60
 HOST_CERTIFICATE = "/etc/bigdataflow/tls/host.crt"
+STREAM_UNIT = "user-profiles-stream"
 
 
 def _certificate_serials() -> dict[str, int]:
@@ -197,66 +210,53 @@ def _certificate_serials() -> dict[str, int]:
     return serials
 
 
-def _pages(seed: str, published: list[dict], until: threading.Event, seconds: list[float]) -> Iterator[dict]:
+def _pages(
+    seed: str, rate: int, published: list[dict], until: threading.Event, seconds: list[float]
+) -> Iterator[dict]:
     """Generated profiles, one second's worth (a page of the offline source) at a time,
-    until ``until`` is set and the load has lasted ROTATION_MIN_LOAD_SECONDS (then into
+    until ``until`` is set and the load has lasted MIN_LOAD_SECONDS (then into
     ``seconds``); each page goes into ``published`` before it is published."""
     started = time.monotonic()
     for page in itertools.count(1):
-        if until.is_set() and time.monotonic() - started >= ROTATION_MIN_LOAD_SECONDS:
+        if until.is_set() and time.monotonic() - started >= MIN_LOAD_SECONDS:
             seconds.append(time.monotonic() - started)
             return
-        profiles = generate_users(ROTATION_RATE_PER_SECOND, seed, page)
+        profiles = generate_users(rate, seed, page)
         published.extend(profiles)
         yield from profiles
 
 
-@pytest.mark.skipif(not TLS, reason="the lab runs without TLS: no certificate to rotate (LAB_TLS=1)")
-def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, record_property):
-    """`make rotate-certs INVENTORY=<the lab's inventory>` while profiles are published at a steady
-    500/s, from 10 s before it until it has ended (60 s at the least): every host gets a
-    certificate with a new serial, which every TLS port presents afterwards; every
-    published profile is stored once and the aggregates equal an independent count.
-    About 8 to 10 minutes: the rotation restarts Kafka, the dashboard, Cassandra and
-    FerretDB, one host at a time, each gated on its health (4 to 6 minutes on the lab);
-    then the job catches up and the checks read every profile back."""
-    before = _certificate_serials()
+@dataclasses.dataclass
+class Load:
+    profiles: int
+    seconds: float
+    rate: float
+
+
+def _under_load(name: str, rate: int, action: Callable[[], None], cassandra, mongo, record_property) -> Load:
+    """``action()`` while profiles are published at a steady ``rate``, from 10 s before it
+    until it has returned (MIN_LOAD_SECONDS at the least); then every published profile must
+    be stored once and the aggregates must equal an independent count."""
     published: list[dict] = []
-    rotated = threading.Event()
+    done = threading.Event()
+    failures: list[str] = []
+    seconds: list[float] = []
     assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
         settled(cassandra, mongo)
-        failures: list[str] = []
-        seconds: list[float] = []
-        pages = _pages(f"rotation-{uuid.uuid4().hex[:6]}", published, rotated, seconds)
-        publisher = threading.Thread(
-            target=_publish_steadily, args=(pages, failures, ROTATION_RATE_PER_SECOND)
-        )
+        pages = _pages(f"{name}-{uuid.uuid4().hex[:6]}", rate, published, done, seconds)
+        publisher = threading.Thread(target=_publish_steadily, args=(pages, failures, rate))
         publisher.start()
         try:
             time.sleep(FAULT_STARTS_AFTER_SECONDS)
-            rotation = subprocess.run(  # noqa: S603 - the operator's command
-                ["make", "rotate-certs", f"INVENTORY={os.path.relpath(INVENTORY_DIR, REPO)}"],  # noqa: S607
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                check=False,
-            )
+            action()
         finally:
-            rotated.set()
+            done.set()
             publisher.join()
-        assert rotation.returncode == 0, rotation.stdout[-3000:] + rotation.stderr[-2000:]
         assert failures == [], "the producer lost messages (acks=all)"
-        rate = len(published) / seconds[0]
-        record_property("published_per_second", round(rate))
-        assert rate >= 0.9 * ROTATION_RATE_PER_SECOND, f"{rate:.0f} profiles/s: this machine did not keep up"
-
-        after = _certificate_serials()
-        assert [host for host in HOSTS if after[host] == before[host]] == [], "certificates not renewed"
-        for service, (host, port) in TLS_PORTS.items():
-            _, certificate = tls_handshake(host, port)
-            assert certificate.serial_number == after[host], f"{service} still presents the old certificate"
+        load = Load(len(published), seconds[0], len(published) / seconds[0])
+        record_property("published_per_second", round(load.rate))
+        assert load.rate >= 0.9 * rate, f"{load.rate:.0f} profiles/s: this machine did not keep up"
 
         ids = [uuid.UUID(profile["login"]["uuid"]) for profile in published]
         assert len(set(ids)) == len(ids)
@@ -265,6 +265,177 @@ def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, recor
         except pytest.fail.Exception:
             pytest.fail(_what_is_missing(cassandra, published))
         aggregates_match_cassandra(cassandra, mongo)
-        print(f"rotation: {len(ids)} profiles at {rate:.0f}/s over {seconds[0]:.0f} s, all stored once")
+        print(f"{name}: {load.profiles} profiles at {load.rate:.0f}/s for {load.seconds:.0f} s, stored once")
+        return load
     finally:
         ssh(PRODUCER_HOST, "systemctl start bdf-producer")
+
+
+@pytest.mark.skipif(not TLS, reason="the lab runs without TLS: no certificate to rotate (LAB_TLS=1)")
+def test_a_certificate_rotation_under_load_loses_nothing(cassandra, mongo, record_property):
+    """`make rotate-certs INVENTORY=<the lab's inventory>` under a steady 500 profiles/s:
+    every host gets a certificate with a new serial, which every TLS port presents
+    afterwards; nothing is lost or counted twice. About 8 to 10 minutes: the rotation
+    restarts Kafka, the dashboard, Cassandra and FerretDB, one host at a time, each gated on
+    its health (4 to 6 minutes on the lab); then the job catches up and the checks read
+    every profile back."""
+    before = _certificate_serials()
+
+    def rotate() -> None:
+        rotation = _make("rotate-certs")
+        assert rotation.returncode == 0, rotation.stdout[-3000:] + rotation.stderr[-2000:]
+
+    _under_load("rotation", ROTATION_RATE_PER_SECOND, rotate, cassandra, mongo, record_property)
+    after = _certificate_serials()
+    assert [host for host in HOSTS if after[host] == before[host]] == [], "certificates not renewed"
+    for service, (host, port) in TLS_PORTS.items():
+        _, certificate = tls_handshake(host, port)
+        assert certificate.serial_number == after[host], f"{service} still presents the old certificate"
+
+
+def _make(target: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    """An operator's make target on the lab's inventory."""
+    inventory = f"INVENTORY={os.path.relpath(INVENTORY_DIR, REPO)}"
+    return subprocess.run(  # noqa: S603 - the operator's command
+        ["make", target, inventory, *variables],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+# --- a cluster lab: three brokers, three Cassandra nodes, two workers ---------------------------------
+
+CLUSTER_ONLY = pytest.mark.skipif(
+    len(KAFKA_HOSTS) < 3 or len(CASSANDRA_HOSTS) < 3 or len(SPARK_WORKER_HOSTS) < 2,
+    reason="needs the cluster lab (LAB_INVENTORY=inventory/lab-cluster)",
+)
+CLUSTER_RATE = int(os.environ.get("BDF_FAULT_RATE", "1000"))
+ROLLING_RATE = 500  # restarts of every group take 10 minutes or more: half the rate
+CASSANDRA_NODE_DOWN_SECONDS = 120
+
+
+def _kafka_metadata():
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(kafka_conf("producer")).list_topics(TOPIC, timeout=30)
+
+
+def _partition_leader_host(partition: int = 0) -> str:
+    metadata = _kafka_metadata()
+    leader = metadata.brokers[metadata.topics[TOPIC].partitions[partition].leader].host
+    return next(name for name, address in HOSTS.items() if address == leader)
+
+
+def _fully_replicated() -> bool | None:
+    try:
+        partitions = _kafka_metadata().topics[TOPIC].partitions.values()
+    except Exception:  # a broker down answers nothing; the others will
+        return None
+    return all(len(p.isrs) == len(p.replicas) for p in partitions) or None
+
+
+def _job_unchanged() -> Callable[[], None]:
+    """A check that the stream job has not restarted since this call (its PID and systemd's
+    restart count: "active" alone hides a crash loop)."""
+
+    def state() -> tuple[int, str]:
+        pid = ssh(STREAM_HOST, f"systemctl show -p MainPID --value {STREAM_UNIT}").stdout.strip()
+        return restarts(STREAM_HOST, STREAM_UNIT), pid
+
+    before = state()
+
+    def check() -> None:
+        assert state() == before, f"the stream job restarted: (NRestarts, MainPID) {before} -> {state()}"
+
+    return check
+
+
+def _job_journal_since(started: float, pattern: str) -> list[str]:
+    shown = ssh(STREAM_HOST, f"journalctl -u {STREAM_UNIT} --since @{int(started)} -o cat --no-pager")
+    return [line[:300] for line in shown.stdout.splitlines() if pattern in line]
+
+
+@CLUSTER_ONLY
+def test_every_broker_killed_then_restarted_in_turn_loses_nothing(cassandra, mongo, record_property):
+    """Kafka's replication-test bar: SIGKILL of the partition leader, then of each other
+    broker, each back and the partitions fully replicated before the next; then a clean
+    restart of each. Every acknowledged profile stored once."""
+
+    def kill_and_restart_each_broker() -> None:
+        leader = _partition_leader_host()
+        for host in [leader, *(host for host in KAFKA_HOSTS if host != leader)]:
+            assert ssh(host, "systemctl kill -s KILL kafka").returncode == 0
+            time.sleep(15)
+            ssh(host, "systemctl start kafka")  # systemd restarts it (on-failure) unless it has
+            eventually(_fully_replicated, 300, f"every partition fully replicated after {host}'s kill")
+        for host in KAFKA_HOSTS:
+            assert ssh(host, "systemctl restart kafka").returncode == 0
+            eventually(_fully_replicated, 300, f"every partition fully replicated after {host}'s restart")
+
+    _under_load("broker-kills", CLUSTER_RATE, kill_and_restart_each_broker, cassandra, mongo, record_property)
+
+
+@CLUSTER_ONLY
+def test_a_cassandra_node_down_two_minutes_fails_no_write_at_local_quorum(cassandra, mongo, record_property):
+    host = CASSANDRA_HOSTS[-1]
+    job_unchanged = _job_unchanged()
+    started = time.time()
+
+    def stop_a_node() -> None:
+        assert ssh(host, "systemctl stop cassandra").returncode == 0
+        time.sleep(CASSANDRA_NODE_DOWN_SECONDS)
+        assert ssh(host, "systemctl start cassandra").returncode == 0
+
+        def every_node_up() -> bool | None:
+            status = ssh(CASSANDRA_HOSTS[0], "nodetool status").stdout
+            return status.count("\nUN ") == len(CASSANDRA_HOSTS) or None
+
+        eventually(every_node_up, 300, "every Cassandra node Up/Normal")
+
+    _under_load("cassandra-node-down", CLUSTER_RATE, stop_a_node, cassandra, mongo, record_property)
+    job_unchanged()
+    assert _job_journal_since(started, "store unavailable") == [], "a write failed at LOCAL_QUORUM"
+    assert _job_journal_since(started, "profiles batch failed") == []
+
+
+ROLLING_GROUPS = ("kafka", "cassandra", "spark_workers", "spark_master", "mongodb", "dashboard")
+
+
+@CLUSTER_ONLY
+def test_a_rolling_restart_of_every_group_loses_nothing_and_the_job_never_restarts(
+    cassandra, mongo, record_property
+):
+    job_unchanged = _job_unchanged()
+    logs: dict[str, str] = {}
+
+    def restart_every_group() -> None:
+        for group in ROLLING_GROUPS:
+            restart = _make("restart", f"GROUP={group}")
+            assert restart.returncode == 0, f"{group}: {restart.stdout[-3000:]}{restart.stderr[-2000:]}"
+            logs[group] = restart.stdout
+
+    _under_load("rolling-restart", ROLLING_RATE, restart_every_group, cassandra, mongo, record_property)
+    job_unchanged()
+    for group, log in logs.items():
+        for host in group_hosts(group):
+            assert f"{host}: restarted, waited" in log, f"{group}: no gate reported for {host}"
+
+
+@CLUSTER_ONLY
+def test_the_job_goes_on_when_a_worker_host_loses_power(cassandra, mongo, record_property):
+    worker = SPARK_WORKER_HOSTS[-1]
+    assert worker != STREAM_HOST, "the driver must not run on the worker that dies"
+    job_unchanged = _job_unchanged()
+
+    def cut_a_workers_power() -> None:
+        assert _run(CONTROL_NODE, f"{LAB_SH} poweroff {worker}").returncode == 0
+        time.sleep(OUTAGE_SECONDS)
+
+    try:
+        _under_load("worker-power-cut", CLUSTER_RATE, cut_a_workers_power, cassandra, mongo, record_property)
+        job_unchanged()
+    finally:
+        _run(CONTROL_NODE, f"{LAB_SH} up")

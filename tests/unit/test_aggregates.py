@@ -1,19 +1,21 @@
-"""Aggregates equal an independent count, and replays or restarts never double count."""
+"""Aggregates equal an independent count, and replays, resends or restarts never double count."""
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
 import json
+import sqlite3
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from jobs.aggregates import EPOCH, age_bands, age_on, average_age
-from jobs.sinks import AggregateInputSpool
-from jobs.stream import AggregateBatchWriter, ProfileBatchWriter, aggregate_stream
-from jobs.transform import aggregate, aggregate_facts, prepare, stored_rows
+from jobs.sinks import AggregateLedger
+from jobs.stream import AggregateWriter, ProfileBatchWriter, open_ledger
+from jobs.transform import prepare
 from tests.factories import generated_profiles
 from tests.messages import kafka_frame
 
@@ -73,28 +75,6 @@ def sample():
     return generated_profiles(400, seed="aggregate-tests")
 
 
-@pytest.mark.spark
-def test_batch_aggregates_equal_an_independent_count(spark, keys, sample):
-    valid = stored_rows(prepare(kafka_frame(spark, sample, keys), keys, MAX_BYTES))
-    store = InMemoryAggregateStore()
-    store.upsert(
-        [row.asDict() for row in aggregate(aggregate_facts(valid)).collect()], dt.datetime.now(dt.UTC)
-    )
-    assert store.counts() == independent_counts(sample)
-
-
-@pytest.mark.spark
-def test_applying_the_same_aggregate_batch_twice_changes_nothing(spark, keys, sample):
-    valid = stored_rows(prepare(kafka_frame(spark, sample, keys), keys, MAX_BYTES))
-    changed = aggregate(aggregate_facts(valid))
-    store = InMemoryAggregateStore()
-    writer = AggregateBatchWriter(store)
-    writer(changed, 0)
-    once = store.counts()
-    writer(changed, 0)
-    assert store.counts() == once == independent_counts(sample)
-
-
 class ListSink:
     def __init__(self) -> None:
         self.rows: dict[Any, Any] = {}
@@ -104,53 +84,145 @@ class ListSink:
             self.rows[row[0] if row[0] is not None else len(self.rows)] = row
 
 
-@pytest.mark.spark
-def test_stream_restart_and_resent_profiles_never_double_count(spark, keys, sample, tmp_path):
-    """The profile query spools what it stored; two aggregate runs from one checkpoint,
-    the second input re-sends half of the first."""
-    spool = AggregateInputSpool(tmp_path / "spool")
-    profile_writer = ProfileBatchWriter(ListSink(), ListSink(), spool, InMemoryAggregateStore())
+def ledger_counts(ledger: AggregateLedger) -> dict[str, dict[str, tuple[int, int]]]:
     store = InMemoryAggregateStore()
+    AggregateWriter(ledger, store, threading.Event()).write_changed()
+    return store.counts()
 
-    def run_once() -> None:
-        query = (
-            aggregate_stream(spark, spool.folder)
-            .writeStream.outputMode("update")
-            .foreachBatch(AggregateBatchWriter(store))
-            .option("checkpointLocation", str(tmp_path / "checkpoint"))
-            .trigger(availableNow=True)
-            .start()
-        )
-        query.awaitTermination()
 
-    first, second = sample[:250], sample[125:]
-    profile_writer(prepare(kafka_frame(spark, first, keys), keys, MAX_BYTES), 0)
-    run_once()
-    assert store.counts() == independent_counts(first)
-    profile_writer(prepare(kafka_frame(spark, [*second, "not json"], keys), keys, MAX_BYTES), 1)
-    run_once()
-    assert store.counts() == independent_counts(sample)
+@pytest.fixture
+def ledger(tmp_path):
+    ledger = AggregateLedger(tmp_path / "ledger" / "ledger.sqlite")
+    yield ledger
+    ledger.close()
 
 
 @pytest.mark.spark
-def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample, tmp_path):
+def test_batch_aggregates_equal_an_independent_count(spark, keys, sample, ledger):
+    writer = ProfileBatchWriter(ListSink(), ListSink(), ledger, InMemoryAggregateStore())
+    writer(prepare(kafka_frame(spark, sample, keys), keys, MAX_BYTES), 0)
+    assert ledger_counts(ledger) == independent_counts(sample)
+
+
+@pytest.mark.spark
+def test_replays_resends_and_restarts_never_double_count(spark, keys, sample, tmp_path):
+    """A replayed batch, a batch re-sending half of the one before, a restart between
+    (the ledger reopened from its file): every user counted once."""
+    path = tmp_path / "ledger" / "ledger.sqlite"
+    first, second = sample[:250], sample[125:]
+    ledger = AggregateLedger(path)
+    writer = ProfileBatchWriter(ListSink(), ListSink(), ledger, InMemoryAggregateStore())
+    prepared = prepare(kafka_frame(spark, first, keys), keys, MAX_BYTES)
+    writer(prepared, 0)
+    writer(prepared, 0)
+    assert ledger_counts(ledger) == independent_counts(first)
+    ledger.close()
+    ledger = AggregateLedger(path)
+    writer = ProfileBatchWriter(ListSink(), ListSink(), ledger, InMemoryAggregateStore())
+    writer(prepare(kafka_frame(spark, [*second, "not json"], keys), keys, MAX_BYTES), 1)
+    assert ledger_counts(ledger) == independent_counts(sample)
+    ledger.close()
+
+
+def fact_line(user_id: str, nationality: str, birth_epoch_day: int = 1000) -> str:
+    keys = [nationality, "female", f"{nationality}|female", "example.org", "1972-09", "2010-01", "all"]
+    return json.dumps({"user_id": user_id, "birth_epoch_day": birth_epoch_day, "keys": keys})
+
+
+def test_the_writer_sends_only_the_counts_changed_since_its_last_write(ledger):
+    store = InMemoryAggregateStore()
+    writer = AggregateWriter(ledger, store, threading.Event())
+    assert writer.write_changed() == 0 and store.collections == {}
+    assert ledger.apply("\n".join([fact_line("u1", "FI"), fact_line("u2", "FR")])) == 2
+    assert writer.write_changed() == 2 * 7 - 5  # gender, domain, both months and the total shared
+    assert ledger.apply(fact_line("u3", "FI")) == 1
+    changed = []
+    store.upsert = lambda rows, at: changed.extend(rows)
+    assert writer.write_changed() == 7
+    assert {(row["collection"], row["key"], row["users"]) for row in changed} >= {
+        ("users_by_nationality", "FI", 2),
+        ("totals", "all", 3),
+    }
+    assert writer.write_changed() == 0, "nothing changed since"
+
+
+def test_a_failed_write_is_retried_with_everything_changed_since_the_last_good_one(ledger):
+    class Unreachable(InMemoryAggregateStore):
+        down = True
+
+        def upsert(self, rows, updated_at):
+            if self.down:
+                raise ConnectionError("MongoDB is down (test)")
+            super().upsert(rows, updated_at)
+
+    store = Unreachable()
+    writer = AggregateWriter(ledger, store, threading.Event())
+    ledger.apply(fact_line("u1", "FI"))
+    with pytest.raises(ConnectionError):
+        writer.write_changed()
+    ledger.apply(fact_line("u2", "FR"))
+    store.down = False
+    writer.write_changed()
+    assert store.counts()["totals"] == {"all": (2, 2000)}
+    assert store.counts()["users_by_nationality"] == {"FI": (1, 1000), "FR": (1, 1000)}
+
+
+def test_the_writer_thread_writes_once_more_when_the_job_stops(ledger):
+    store, stopping = InMemoryAggregateStore(), threading.Event()
+    thread = AggregateWriter(ledger, store, stopping).start(interval=3600)
+    ledger.apply(fact_line("u1", "FI"))
+    stopping.set()
+    thread.join(10)
+    assert not thread.is_alive() and store.counts()["totals"] == {"all": (1, 1000)}
+
+
+def test_the_ledger_is_owner_only_and_holds_no_user_id(ledger):
+    ledger.apply(fact_line("4a1f-test-user", "FI"))
+    assert ledger.path.stat().st_mode & 0o777 == 0o600
+    assert ledger.path.parent.stat().st_mode & 0o777 == 0o700
+    ledger.close()
+    for path in ledger.path.parent.iterdir():
+        assert b"4a1f-test-user" not in path.read_bytes()
+    (digest,) = sqlite3.connect(ledger.path).execute("SELECT digest FROM counted_users").fetchone()
+    assert len(digest) == 16
+
+
+def test_a_failed_apply_counts_nothing(ledger):
+    with pytest.raises(json.JSONDecodeError):
+        ledger.apply("\n".join([fact_line("u1", "FI"), "{broken"]))
+    assert ledger.apply(fact_line("u1", "FI")) == 1, "u1 was not counted by the failed apply"
+
+
+def test_a_checkpoint_with_committed_batches_and_no_ledger_is_refused(tmp_path):
+    from bdf.config import ConfigError, StreamSettings
+
+    stream = StreamSettings(checkpoint_location=str(tmp_path / "checkpoint"))
+    open_ledger(stream).close()  # a new checkpoint: a new ledger
+    commits = tmp_path / "checkpoint" / "profiles" / "commits"
+    commits.mkdir(parents=True)
+    (commits / "0").write_text("v1\n{}\n")
+    open_ledger(stream).close()  # the ledger is there: fine
+    (tmp_path / "checkpoint" / "aggregate-ledger" / "ledger.sqlite").unlink()
+    with pytest.raises(ConfigError, match=r"stream.checkpoint_location .*no aggregate ledger"):
+        open_ledger(stream)
+
+
+@pytest.mark.spark
+def test_profile_batch_replayed_upserts_the_same_rows_and_counts_dead_letters(spark, keys, sample, ledger):
     messages = kafka_frame(spark, [*sample[:20], "not json", {"nat": "FI"}], keys)
     profiles, dead, store = ListSink(), ListSink(), InMemoryAggregateStore()
-    spool = AggregateInputSpool(tmp_path / "spool")
-    writer = ProfileBatchWriter(profiles, dead, spool, store)
+    writer = ProfileBatchWriter(profiles, dead, ledger, store)
     prepared = prepare(messages, keys, MAX_BYTES)
     writer(prepared, 7)
+    assert store.batches == {
+        "profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2, "newly_counted": 20}
+    }
     writer(prepared, 7)
     assert set(profiles.rows) == {p["login"]["uuid"] for p in sample[:20]}
-    assert store.batches == {"profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2}}
-    (spooled,) = spool.folder.iterdir()
-    assert spooled.name == "batch-000000000007.json" and spooled.stat().st_mode & 0o777 == 0o600
-    lines = [json.loads(line) for line in spooled.read_text().splitlines()]
-    assert {line["user_id"] for line in lines} == {p["login"]["uuid"] for p in sample[:20]}
-    assert all(
-        set(line) <= {"user_id", "nationality", "gender", "email_domain", "birth_date", "registered_at"}
-        for line in lines
-    )
+    assert store.batches == {
+        "profiles:7": {"received": 22, "stored": 20, "dead_lettered": 2, "newly_counted": 0}
+    }
+    assert ledger_counts(ledger) == independent_counts(sample[:20])
 
 
 class CassandraDownOnce(ListSink):
@@ -172,20 +244,17 @@ class CassandraDownOnce(ListSink):
 
 
 @pytest.mark.spark
-def test_a_batch_retried_after_a_cassandra_outage_counts_and_spools_every_row(spark, keys, sample, tmp_path):
+def test_a_batch_retried_after_a_cassandra_outage_counts_every_row(spark, keys, sample, ledger):
     """The failed attempt's metrics (none) must not stand for the batch: the retried write
     is the one that counts and feeds the aggregates."""
-    profiles, spool, store = (
-        CassandraDownOnce(),
-        AggregateInputSpool(tmp_path / "spool"),
-        InMemoryAggregateStore(),
-    )
-    writer = ProfileBatchWriter(profiles, ListSink(), spool, store)
+    profiles, store = CassandraDownOnce(), InMemoryAggregateStore()
+    writer = ProfileBatchWriter(profiles, ListSink(), ledger, store)
     writer(prepare(kafka_frame(spark, sample[:30], keys), keys, MAX_BYTES), 3)
     assert profiles.outages == 0 and len(profiles.rows) == 30
-    assert store.batches == {"profiles:3": {"received": 30, "stored": 30, "dead_lettered": 0}}
-    (spooled,) = spool.folder.iterdir()
-    assert len(spooled.read_text().splitlines()) == 30
+    assert store.batches == {
+        "profiles:3": {"received": 30, "stored": 30, "dead_lettered": 0, "newly_counted": 30}
+    }
+    assert ledger_counts(ledger)["totals"]["all"][0] == 30
 
 
 def test_average_age_is_derived_from_the_mean_birth_day():

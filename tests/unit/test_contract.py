@@ -20,7 +20,7 @@ from bdf.keyring import new_keyring
 from bdf.schema import PROFILE_SCHEMA, schema_leaves
 from jobs.contract import CONTRACT, GENDERS, NATIONALITIES, contract_json
 from jobs.message_crypto import MessageKeys
-from jobs.sinks import AggregateInputSpool
+from jobs.sinks import AggregateLedger
 from jobs.stream import ProfileBatchWriter
 from jobs.transform import prepare
 from tests.factories import generated_profiles
@@ -179,12 +179,14 @@ def test_fuzzed_messages_are_stored_in_meaning_or_dead_lettered_and_the_batch_ne
     valid = [encode(profile) for profile in POOL[:8]]
     values = [*valid, *batch]
     stored, dead, recorder = ListSink(), ListSink(), Recorder()
-    spool = AggregateInputSpool(tmp_path_factory.mktemp("spool"))
-    writer = ProfileBatchWriter(stored, dead, spool, recorder)
+    ledger = AggregateLedger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
+    writer = ProfileBatchWriter(stored, dead, ledger, recorder)
     writer(prepare(kafka_frame(spark, values, keys), keys, MAX_BYTES), 0)  # raises if the batch fails
 
     counts = recorder.batches[0]
     assert counts["received"] == len(values) == counts["stored"] + counts["dead_lettered"]
+    assert counts["newly_counted"] == len({row.user_id for row in stored.frames})
+    ledger.close()
     assert len(stored.frames) == counts["stored"] and len(dead.frames) == counts["dead_lettered"]
     dead_offsets = set()
     for letter in dead.frames:
@@ -211,6 +213,17 @@ def test_fuzzed_messages_are_stored_in_meaning_or_dead_lettered_and_the_batch_ne
 # --- a store that refuses a row --------------------------------------------------------
 
 
+class FactRecorder:
+    """Stands in for the aggregates' ledger: the user ids of the facts it was given."""
+
+    def __init__(self) -> None:
+        self.user_ids: list[str] = []
+
+    def apply(self, lines: str) -> int:
+        self.user_ids += [json.loads(line)["user_id"] for line in lines.splitlines()]
+        return len(lines.splitlines())
+
+
 class RefusingCassandra:
     """Refuses any write holding one of ``refused`` user ids with the JVM error Cassandra's
     connector raised on the lab; stores everything else (upsert by user id)."""
@@ -232,14 +245,12 @@ class RefusingCassandra:
 
 
 @pytest.mark.spark
-def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch_is_stored(
-    spark, keys, tmp_path
-):
+def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch_is_stored(spark, keys):
     profiles = generated_profiles(30, seed="refused-row")
     poison = profiles[17]["login"]["uuid"]
     cassandra, dead, recorder = RefusingCassandra({poison}), ListSink(), Recorder()
-    spool = AggregateInputSpool(tmp_path / "spool")
-    writer = ProfileBatchWriter(cassandra, dead, spool, recorder)
+    facts = FactRecorder()
+    writer = ProfileBatchWriter(cassandra, dead, facts, recorder)
     writer(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), 3)
 
     assert set(cassandra.rows) == {p["login"]["uuid"] for p in profiles} - {poison}
@@ -250,26 +261,23 @@ def test_a_row_the_store_refuses_becomes_a_dead_letter_and_the_rest_of_the_batch
         headers["dlq.reason"] == "cassandra refused the row: IllegalArgumentException: UUID string too large"
     )
     assert MessageKeys.of(keys).open(bytes(letter.value), "user_profiles") == encode(profiles[17])
-    assert recorder.batches[3] == {"received": 30, "stored": 29, "dead_lettered": 1}
-    spooled = {
-        json.loads(line)["user_id"]
-        for path in spool.folder.iterdir()
-        for line in path.read_text().splitlines()
-    }
-    assert poison not in spooled and len(spooled) == 29, "the aggregates count only what was stored"
+    assert recorder.batches[3] == {"received": 30, "stored": 29, "dead_lettered": 1, "newly_counted": 29}
+    assert poison not in facts.user_ids and len(facts.user_ids) == 29, (
+        "the aggregates count only what was stored"
+    )
 
 
 @pytest.mark.spark
-def test_a_store_that_refuses_every_row_fails_the_batch_instead_of_dead_lettering_it(spark, keys, tmp_path):
+def test_a_store_that_refuses_every_row_fails_the_batch_instead_of_dead_lettering_it(spark, keys):
     profiles = generated_profiles(4, seed="refuse-all")
     cassandra = RefusingCassandra({p["login"]["uuid"] for p in profiles})
-    writer = ProfileBatchWriter(cassandra, ListSink(), AggregateInputSpool(tmp_path / "s"), Recorder())
+    writer = ProfileBatchWriter(cassandra, ListSink(), FactRecorder(), Recorder())
     with pytest.raises(RuntimeError, match="UUID string too large"):
         writer(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), 0)
 
 
 @pytest.mark.spark
-def test_a_quarantined_message_is_dead_lettered_unprocessed_with_the_operators_reason(spark, keys, tmp_path):
+def test_a_quarantined_message_is_dead_lettered_unprocessed_with_the_operators_reason(spark, keys):
     from jobs.quarantine import QuarantinedMessage
     from jobs.stream import without_quarantined
 
@@ -277,7 +285,7 @@ def test_a_quarantined_message_is_dead_lettered_unprocessed_with_the_operators_r
     quarantined = [QuarantinedMessage("user_profiles", 0, 2, "crashes the Cassandra write")]
     prepared = without_quarantined(prepare(kafka_frame(spark, profiles, keys), keys, MAX_BYTES), quarantined)
     stored, dead, recorder = ListSink(), ListSink(), Recorder()
-    ProfileBatchWriter(stored, dead, AggregateInputSpool(tmp_path / "s"), recorder)(prepared, 0)
+    ProfileBatchWriter(stored, dead, FactRecorder(), recorder)(prepared, 0)
     assert {row.user_id for row in stored.frames} == {p["login"]["uuid"] for p in profiles} - {
         profiles[2]["login"]["uuid"]
     }
