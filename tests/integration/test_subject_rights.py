@@ -455,7 +455,7 @@ def test_no_personal_data_in_the_logs_or_the_checkpoint(sample_plaintexts, hosts
 def test_the_checkpoint_holds_no_user_id(cassandra):
     """The aggregates' ledger keeps digests of the user ids it counted, not the ids."""
     rows = cassandra.execute("SELECT user_id FROM profiles LIMIT %s", (SAMPLE_SIZE,))
-    user_ids = [str(row.user_id).encode() for row in rows]
+    user_ids = [str(row["user_id"]).encode() for row in rows]
     assert len(user_ids) == SAMPLE_SIZE
     assert scan(STREAM_HOST, user_ids, ["/var/lib/spark/checkpoints"]) == {}
 
