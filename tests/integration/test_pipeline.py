@@ -20,6 +20,7 @@ from tests.lab import (
     CASSANDRA_HOSTS,
     DLQ,
     HOSTS,
+    INVENTORY_ARG,
     KAFKA_HOSTS,
     LAB_ONLY,
     MONGODB_HOST,
@@ -268,7 +269,7 @@ def test_mongodb_holds_no_per_person_data(mongo):
 def test_make_status_shows_every_units_state_and_restart_count():
     """`active` alone hides a crash loop: the status names each unit's restarts."""
     result = subprocess.run(  # noqa: S603 - fixed command
-        [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", "inventory/lab", "playbooks/status.yml"],
+        [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", INVENTORY_ARG, "playbooks/status.yml"],
         cwd=REPO,
         capture_output=True,
         text=True,
