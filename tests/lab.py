@@ -76,6 +76,7 @@ def by_host(*pairs: tuple[str, list[str]]) -> dict[str, list[str]]:
 KAFKA_HOSTS = group_hosts("kafka")
 CASSANDRA_HOSTS = group_hosts("cassandra")
 CASSANDRA_HOST = CASSANDRA_HOSTS[0]  # nodetool, the node's files
+NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"  # as root on a Cassandra node
 PRODUCER_HOST = group_hosts("producer")[0]  # bdf-producer, bdf-randomuser
 STREAM_HOST = group_hosts("stream_job")[0]  # the stream job's driver
 SPARK_MASTER_HOST = group_hosts("spark_master")[0]
@@ -286,7 +287,8 @@ def restarts(host: str, unit: str) -> int:
 
 
 def stored_count(cassandra) -> int:
-    return cassandra.execute("SELECT count(*) FROM profiles").one()["count"]
+    # Every partition at LOCAL_QUORUM: tens of seconds on a busy three-node ring.
+    return cassandra.execute("SELECT count(*) FROM profiles", timeout=120).one()["count"]
 
 
 def stored_ids(cassandra, ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -40,6 +40,7 @@ from tests.lab import (
     KEYSPACE,
     LAB_ONLY,
     MONGODB,
+    NODETOOL,
     PRODUCER_HOST,
     REPO,
     SECRETS,
@@ -59,7 +60,6 @@ from tests.lab import (
 
 CASSANDRA_ROOT = "/var/lib/cassandra"
 CASSANDRA_DATA = f"{CASSANDRA_ROOT}/data/{KEYSPACE}"
-NODETOOL = "CASSANDRA_CONF=/etc/cassandra /opt/cassandra/bin/nodetool"
 SAMPLE_SIZE = 40
 DUMP_FAILED = b"DUMP-FAILED"
 
