@@ -36,7 +36,7 @@ class DeadLetterSink(Protocol):
 
 
 class AggregateInput(Protocol):
-    def apply(self, lines: str) -> int: ...
+    def apply(self, lines: str | None) -> int: ...
 
 
 class AggregateStore(Protocol):
@@ -188,9 +188,9 @@ class AggregateLedger:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript(self.SCHEMA)
 
-    def apply(self, lines: str) -> int:
-        """Count the users of ``lines`` (``jobs.transform.aggregate_fact_lines``) not counted
-        yet; how many were new."""
+    def apply(self, lines: str | None) -> int:
+        """Count the users of ``lines`` (``jobs.transform.aggregate_fact_lines``; none for a
+        batch that stored nothing) not counted yet; how many were new."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -206,10 +206,10 @@ class AggregateLedger:
                 raise
         return increments.get((TOTALS, "all"), (0, 0))[0]
 
-    def _new_users(self, lines: str) -> dict[tuple[str, str], list[int]]:
+    def _new_users(self, lines: str | None) -> dict[tuple[str, str], list[int]]:
         """(collection, key) -> [users, birth days] of the users not counted before."""
         increments: dict[tuple[str, str], list[int]] = {}
-        for line in lines.splitlines():
+        for line in (lines or "").splitlines():
             fact = json.loads(line)
             digest = hashlib.blake2b(fact["user_id"].encode(), digest_size=16).digest()
             if not self._db.execute("INSERT OR IGNORE INTO counted_users VALUES (?)", (digest,)).rowcount:

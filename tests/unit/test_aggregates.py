@@ -187,6 +187,11 @@ def test_the_ledger_is_owner_only_and_holds_no_user_id(ledger):
     assert len(digest) == 16
 
 
+def test_a_batch_that_stored_nothing_counts_nothing(ledger):
+    assert ledger.apply("") == ledger.apply(None) == 0
+    assert ledger.changed_after(0) == (0, [])
+
+
 def test_a_failed_apply_counts_nothing(ledger):
     with pytest.raises(json.JSONDecodeError):
         ledger.apply("\n".join([fact_line("u1", "FI"), "{broken"]))
