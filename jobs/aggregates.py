@@ -4,8 +4,8 @@ Each MongoDB aggregate collection holds one document per key::
 
     {"_id": "FI", "users": 412, "birth_epoch_day_sum": 2850161, "updated_at": <datetime>}
 
-``users`` and ``birth_epoch_day_sum`` are absolute values taken from the streaming
-query's state (deduplicated by user id), so writing the same document twice, or
+``users`` and ``birth_epoch_day_sum`` are absolute values taken from the job's ledger
+(``jobs.sinks.AggregateLedger``: each user counted once), so writing the same document twice, or
 replaying a micro-batch after a restart, changes nothing: there is no increment.
 Ages are not stored because they go stale; they are derived here at read time.
 """

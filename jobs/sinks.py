@@ -116,11 +116,11 @@ class MongoAggregateStore:
     """One collection per aggregate; documents replaced by key (absolute values).
 
     Aggregates are written in ordered bulk writes of at most ``WRITE_CHUNK`` documents,
-    from the aggregate query alone (its micro-batches run one after another); the profile
-    query only replaces its batch records, one document at a time, without waiting for
-    them. FerretDB v1 (PostgreSQL backend) holds one pool connection per replaced
-    document until its bulk write ends: a bulk larger than its pool (50) wedged it for
-    good in the lab, as did any unordered bulk write.
+    from the job's aggregate writer thread alone (one round after another); batch records
+    are replaced one document at a time by the outbox's thread. FerretDB v1 (PostgreSQL
+    backend) holds one pool connection per replaced document until its bulk write ends: a
+    bulk larger than its pool (50) wedged it for good in the lab, as did any unordered
+    bulk write.
     """
 
     WRITE_CHUNK = 16
