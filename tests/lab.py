@@ -29,6 +29,7 @@ import yaml
 
 from bdf import clients
 from bdf.config import CassandraConnection, Credentials, KafkaConnection, MongoConnection
+from jobs.aggregates import BATCHES_COLLECTION
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,13 +307,18 @@ def aggregate_counts(mongo, collection: str) -> dict[str, int]:
     return {doc["_id"]: doc["users"] for doc in mongo[collection].find()}
 
 
-def settled(cassandra, mongo, quiet_seconds: float = 12, timeout: float = 600) -> tuple[int, int]:
-    """(stored rows, aggregate total) once neither moves for ``quiet_seconds``."""
+def settled(mongo, quiet_seconds: float = 12, timeout: float = 600) -> tuple[str | None, int]:
+    """(the job's newest profile batch, aggregate total) once neither moves for
+    ``quiet_seconds``. Reads the job's batch records, not the profile table: a count over
+    every partition times out on a busy three-node ring."""
 
-    def state() -> tuple[int, int]:
-        return stored_count(cassandra), aggregate_counts(mongo, "totals").get("all", 0)
+    def state() -> tuple[str | None, int]:
+        newest = mongo[BATCHES_COLLECTION].find_one(
+            {"query": "profiles"}, sort=[("at", -1)], projection={"_id": 1}
+        )
+        return newest and newest["_id"], aggregate_counts(mongo, "totals").get("all", 0)
 
-    def still() -> tuple[int, int] | None:
+    def still() -> tuple[str | None, int] | None:
         first = state()
         time.sleep(quiet_seconds)
         second = state()

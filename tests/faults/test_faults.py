@@ -164,7 +164,7 @@ def test_nothing_is_lost_or_counted_twice(fault, cassandra, mongo, record_proper
     profiles = generated_profiles(PROFILES_PER_FAULT, seed=f"fault-{fault}-{uuid.uuid4().hex[:6]}")
     assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
-        settled(cassandra, mongo)
+        settled(mongo)
 
         failures: list[str] = []
         publisher = threading.Thread(target=_publish_steadily, args=(profiles, failures))
@@ -244,7 +244,7 @@ def _under_load(name: str, rate: int, action: Callable[[], None], cassandra, mon
     seconds: list[float] = []
     assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
-        settled(cassandra, mongo)
+        settled(mongo)
         pages = _pages(f"{name}-{uuid.uuid4().hex[:6]}", rate, published, done, seconds)
         publisher = threading.Thread(target=_publish_steadily, args=(pages, failures, rate))
         publisher.start()

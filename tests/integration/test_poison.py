@@ -105,7 +105,7 @@ def test_poison_messages_become_dead_letters_and_nothing_else_changes(cassandra,
 
     assert ssh(PRODUCER_HOST, "systemctl stop bdf-producer").returncode == 0
     try:
-        settled(cassandra, mongo)
+        settled(mongo)
         restarts_before = restarts(STREAM_HOST, STREAM_UNIT)
 
         producer = Producer(kafka_conf("producer") | {"acks": "all", "enable.idempotence": True})
