@@ -132,6 +132,10 @@ rotate-certs: install ## New host certificates on INVENTORY, one host at a time,
 restart: install ## Restart GROUP's service on INVENTORY, one host at a time, each gated on its health (make restart GROUP=kafka)
 	$(PLAYBOOK) playbooks/restart.yml -e restart_group=$(GROUP)
 
+.PHONY: finish-kafka-upgrade
+finish-kafka-upgrade: install ## After `make deploy` with a new Kafka version on every node: raise the cluster's feature levels to it
+	$(PLAYBOOK) playbooks/finish_kafka_upgrade.yml
+
 .PHONY: lab-up
 lab-up: ## Start the LAB_INVENTORY lab (default inventory/lab, bridge bdf0): Debian 12 systemd-nspawn machines (root)
 	lab/lab.sh up
