@@ -142,9 +142,9 @@ class StreamSettings(_Section):
     # Tasks per stage of a micro-batch: one per executor core.
     parallelism: int = Field(default=2, gt=0)
     spark_master: str = "local[*]"
-    # One write attempt running longer than this is stalled: the job exits and systemd
-    # starts it again (jobs/resilience.py StalledWriteWatchdog). An attempt ends within
-    # the drivers' timeouts (seconds to a minute); an outage is many attempts.
+    # One write attempt waiting longer than this with no Spark task running is stalled:
+    # the job exits and systemd starts it again (jobs/resilience.py StalledWriteWatchdog).
+    # Tasks writing a large batch do not count; an outage is many attempts.
     stalled_write_seconds: int = Field(default=300, ge=30)
     # Source offsets to dead-letter unprocessed (jobs/quarantine.py, `bdf-dlq quarantine`).
     quarantine_file: Path = Path("/var/lib/bigdataflow/stream-quarantine.json")

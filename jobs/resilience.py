@@ -52,13 +52,16 @@ EXIT_STALLED = 75
 
 
 class StalledWriteWatchdog:
-    """Ends the process when one write attempt runs longer than its limit.
+    """Ends the process when a write attempt has waited its limit with no Spark task running.
 
     The Cassandra Java driver can wait for ever on a schema refresh of a session whose
     node vanished (the store host's power cut on the lab): no error and no timeout, the
     job stays active and stores nothing. Nothing tells the driver to give up, so the job
     exits and systemd starts it again from its checkpoint; the writes are idempotent
-    upserts. Inert until ``start``: the unit tests' writers are not watched.
+    upserts. Only time with no task running counts (``tasks_running``, sampled at each
+    check): a large batch on a slow ring writes for longer than the limit, and ending it
+    would replay the same batch for ever (the three-node lab, one node back from a stop).
+    Inert until ``start``: the unit tests' writers are not watched.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -66,14 +69,20 @@ class StalledWriteWatchdog:
         self._attempts: dict[object, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._limit_seconds: float | None = None
+        self._tasks_running: Callable[[], bool] = lambda: False
+        self._tasks_seen_at = float("-inf")
 
-    def arm(self, limit_seconds: float) -> None:
+    def arm(self, limit_seconds: float, tasks_running: Callable[[], bool] | None = None) -> None:
         """Watch attempts from now on; ``check`` ends a stalled one."""
         self._limit_seconds = limit_seconds
+        if tasks_running is not None:
+            self._tasks_running = tasks_running
 
-    def start(self, limit_seconds: float, check_every_seconds: float = 5) -> None:
+    def start(
+        self, limit_seconds: float, tasks_running: Callable[[], bool], check_every_seconds: float = 5
+    ) -> None:
         """``arm``, and check every few seconds in a thread of its own."""
-        self.arm(limit_seconds)
+        self.arm(limit_seconds, tasks_running)
 
         def watch() -> None:
             while True:
@@ -94,12 +103,16 @@ class StalledWriteWatchdog:
                 del self._attempts[attempt]
 
     def stalled(self) -> list[tuple[str, float]]:
-        """(store, seconds) of the attempts running longer than the limit."""
+        """(store, seconds waited with no task running) of the attempts past the limit."""
         if self._limit_seconds is None:
             return []
         now = self._clock()
+        if self._tasks_running():
+            self._tasks_seen_at = now
         with self._lock:
-            running = [(store, now - since) for store, since in self._attempts.values()]
+            running = [
+                (store, now - max(since, self._tasks_seen_at)) for store, since in self._attempts.values()
+            ]
         return [(store, seconds) for store, seconds in running if seconds > self._limit_seconds]
 
     def check(self, exit_process: Callable[[int], None] = os._exit) -> None:

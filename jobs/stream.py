@@ -211,6 +211,13 @@ class ProfileBatchWriter:
             prepared.unpersist()
 
 
+def spark_tasks_running(spark: SparkSession) -> bool:
+    """Whether an executor runs a task of this application now (Spark's status tracker)."""
+    tracker = spark.sparkContext.statusTracker()
+    stages = (tracker.getStageInfo(stage_id) for stage_id in tracker.getActiveStageIds())
+    return any(stage is not None and stage.numActiveTasks > 0 for stage in stages)
+
+
 ORIGIN_SCHEMA = "topic string, partition int, offset long"
 REJECTION_SCHEMA = f"{ORIGIN_SCHEMA}, reason string"
 
@@ -398,7 +405,7 @@ def run(settings: Settings) -> None:
     spark.sparkContext.setLogLevel("WARN")
     spark.streams.addListener(ProgressLog())
     stopping = threading.Event()
-    WRITE_WATCHDOG.start(stream.stalled_write_seconds)
+    WRITE_WATCHDOG.start(stream.stalled_write_seconds, lambda: spark_tasks_running(spark))
     outbox = BatchRecordOutbox(checkpoint_folder(stream, BATCH_RECORDS_FOLDER), store)
     outbox.start_delivery(stopping)
     aggregate_writes = AggregateWriter(ledger, store, stopping).start(stream.aggregate_write_seconds)

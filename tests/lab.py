@@ -292,11 +292,25 @@ def stored_count(cassandra) -> int:
     return cassandra.execute("SELECT count(*) FROM profiles", timeout=120).one()["count"]
 
 
-def stored_ids(cassandra, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of ``ids`` Cassandra holds (50 partition keys per query)."""
+def stored_ids(cassandra, ids: list[uuid.UUID], attempts: int = 5) -> set[uuid.UUID]:
+    """Those of ``ids`` Cassandra holds (50 partition keys per query). A query that times
+    out is asked again, up to ``attempts`` times: a ring replaying hints to a node that
+    came back answered LOCAL_QUORUM reads with server timeouts for a while."""
+    from cassandra import OperationTimedOut, ReadTimeout
+
     select = cassandra.prepare("SELECT user_id FROM profiles WHERE user_id IN ?")
-    batches = (ids[start : start + 50] for start in range(0, len(ids), 50))
-    return {row["user_id"] for batch in batches for row in cassandra.execute(select, [batch])}
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(ids), 50):
+        for attempt in range(1, attempts + 1):
+            try:
+                rows = cassandra.execute(select, [ids[start : start + 50]], timeout=60)
+                break
+            except (ReadTimeout, OperationTimedOut):
+                if attempt == attempts:
+                    raise
+                time.sleep(2**attempt)
+        found.update(row["user_id"] for row in rows)
+    return found
 
 
 def stored_of(cassandra, ids: list[uuid.UUID]) -> int:

@@ -137,6 +137,26 @@ def test_a_write_attempt_past_its_limit_ends_the_process_for_systemd_to_restart(
     assert exits == [EXIT_STALLED]
 
 
+def test_a_long_write_whose_tasks_run_is_not_stalled_until_they_stop_for_the_limit():
+    """A large batch on a slow ring: its tasks run past the limit, which must not end it
+    (it would replay the same batch for ever); the limit counts from the last task seen."""
+    clock, exits, running = FakeClock(), [], [True]
+    watchdog = StalledWriteWatchdog(clock)
+    watchdog.arm(300, lambda: running[0])
+    with watchdog.watching("cassandra"):
+        for _ in range(20):
+            clock.now += 100
+            watchdog.check(exits.append)
+        assert exits == []
+        running[0] = False
+        clock.now += 299
+        watchdog.check(exits.append)
+        assert exits == []
+        clock.now += 2
+        watchdog.check(exits.append)
+    assert exits == [EXIT_STALLED]
+
+
 def test_finished_attempts_and_an_unstarted_watchdog_end_nothing():
     clock, exits = FakeClock(), []
     watchdog = StalledWriteWatchdog(clock)
