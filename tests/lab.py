@@ -295,8 +295,9 @@ def stored_count(cassandra) -> int:
 def stored_ids(cassandra, ids: list[uuid.UUID], attempts: int = 5) -> set[uuid.UUID]:
     """Those of ``ids`` Cassandra holds (50 partition keys per query). A query that times
     out is asked again, up to ``attempts`` times: a ring replaying hints to a node that
-    came back answered LOCAL_QUORUM reads with server timeouts for a while."""
-    from cassandra import OperationTimedOut, ReadTimeout
+    came back answered LOCAL_QUORUM reads with server timeouts for a while, and the login's
+    permission check (system_auth, also at quorum) with an Unauthorized that timed out."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unauthorized
 
     select = cassandra.prepare("SELECT user_id FROM profiles WHERE user_id IN ?")
     found: set[uuid.UUID] = set()
@@ -305,8 +306,9 @@ def stored_ids(cassandra, ids: list[uuid.UUID], attempts: int = 5) -> set[uuid.U
             try:
                 rows = cassandra.execute(select, [ids[start : start + 50]], timeout=60)
                 break
-            except (ReadTimeout, OperationTimedOut):
-                if attempt == attempts:
+            except (ReadTimeout, OperationTimedOut, Unauthorized) as error:
+                timed_out = not isinstance(error, Unauthorized) or "timed out" in str(error)
+                if attempt == attempts or not timed_out:
                     raise
                 time.sleep(2**attempt)
         found.update(row["user_id"] for row in rows)
