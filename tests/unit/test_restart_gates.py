@@ -42,13 +42,16 @@ PLAYBOOK = """\
 """
 
 
-def gate(tmp_path, under_replicated: list[str], quorum: list[str]) -> subprocess.CompletedProcess:
-    """cluster_health.yml with kafka-topics.sh and kafka-metadata-quorum.sh printing these lines."""
+def gate(
+    tmp_path, under_replicated: list[str], quorum: list[str], *, timeout: int = 1, tool_seconds: int = 0
+) -> subprocess.CompletedProcess:
+    """cluster_health.yml with kafka-topics.sh and kafka-metadata-quorum.sh printing these
+    lines, each call taking tool_seconds (a JVM on a loaded host)."""
     bin_dir = tmp_path / "kafka" / "bin"
     bin_dir.mkdir(parents=True)
     for name, lines in {"kafka-topics.sh": under_replicated, "kafka-metadata-quorum.sh": quorum}.items():
         script = bin_dir / name
-        script.write_text("#!/bin/sh\ncat <<'EOF'\n" + "".join(f"{line}\n" for line in lines) + "EOF\n")
+        script.write_text(f"#!/bin/sh\nsleep {tool_seconds}\ncat <<'EOF'\n" + "".join(f"{line}\n" for line in lines) + "EOF\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
     host = {
         "ansible_connection": "local",
@@ -71,7 +74,7 @@ def gate(tmp_path, under_replicated: list[str], quorum: list[str]) -> subprocess
         "bdf_project_dir": str(REPO),
         "bdf_deployment": "unit",
         "kafka_install_dir": str(tmp_path / "kafka"),
-        "kafka_health_timeout_seconds": 1,  # two attempts, 5 s apart
+        "kafka_health_timeout_seconds": timeout,  # 1: two attempts, 5 s apart
     }
     return run_playbook(
         ["-i", str(tmp_path / "inventory.yml"), str(tmp_path / "gate.yml"), "-e", json.dumps(extra)]
@@ -110,6 +113,15 @@ def test_kafka_gate_fails_until_the_cluster_is_whole(tmp_path, under_replicated,
         in (result.stdout)
     )
     assert "FAILED" in result.stdout.split(failed)[-1]
+
+
+def test_kafka_gate_ends_at_its_deadline_when_each_try_is_slow(tmp_path):
+    """A 10 s limit allows two tries 5 s apart (plus the first); with each try taking 3 s
+    the deadline ends the wait after the second, not after the count of tries."""
+    result = gate(tmp_path, [UNDER_REPLICATED], HEALTHY_QUORUM, timeout=10, tool_seconds=3)
+    assert result.returncode != 0
+    retried = [line for line in result.stdout.splitlines() if line.startswith("FAILED - RETRYING")]
+    assert len(retried) == 1, result.stdout[-3000:]  # the count of tries would retry twice
 
 
 def test_restart_refuses_an_unknown_group_before_contacting_a_host(tmp_path):
