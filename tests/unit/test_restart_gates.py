@@ -51,7 +51,11 @@ def gate(
     bin_dir.mkdir(parents=True)
     for name, lines in {"kafka-topics.sh": under_replicated, "kafka-metadata-quorum.sh": quorum}.items():
         script = bin_dir / name
-        script.write_text(f"#!/bin/sh\nsleep {tool_seconds}\ncat <<'EOF'\n" + "".join(f"{line}\n" for line in lines) + "EOF\n")
+        script.write_text(
+            f"#!/bin/sh\nsleep {tool_seconds}\ncat <<'EOF'\n"
+            + "".join(f"{line}\n" for line in lines)
+            + "EOF\n"
+        )
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
     host = {
         "ansible_connection": "local",
