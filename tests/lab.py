@@ -4,8 +4,8 @@ The lab is `make deploy INVENTORY=inventory/lab` on the machines of `lab/lab.sh`
 lab (inventory/lab-cluster) with LAB_INVENTORY, the variable lab/lab.sh and the Makefile
 read. Hosts are found by their inventory groups (group_hosts), never by name.
 Credentials come from the deployment's generated secrets (.secrets/<deployment>/, the
-deployment being the inventory folder's name, as roles/bdf_secrets names it); every
-address is a lab machine on the project's own bridge.
+deployment being the inventory's bdf_deployment or else its folder's name, as
+roles/bdf_secrets names it); every address is a lab machine on the project's own bridge.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 # The lab's inventory folder as commands name it (relative to the repository, or absolute).
 INVENTORY_ARG = os.environ.get("LAB_INVENTORY", "inventory/lab").rstrip("/") or "inventory/lab"
 INVENTORY_DIR = REPO / INVENTORY_ARG
-# bdf_deployment: the inventory folder's name; its generated secrets live under it.
-DEPLOYMENT = INVENTORY_DIR.resolve().name
-SECRETS = REPO / ".secrets" / DEPLOYMENT
 # The environment of a lab/lab.sh run on this lab, from any directory.
 LAB_ENV = os.environ | {"LAB_INVENTORY": str(INVENTORY_DIR)}
 INVENTORY = yaml.safe_load((INVENTORY_DIR / "hosts.yml").read_text())
+# bdf_deployment: the inventory's own setting (a grown inventory names the deployment it
+# grows), else the inventory folder's name; its generated secrets live under it.
+DEPLOYMENT = (INVENTORY["all"].get("vars") or {}).get("bdf_deployment") or INVENTORY_DIR.resolve().name
+SECRETS = REPO / ".secrets" / DEPLOYMENT
 HOSTS = {name: v["ansible_host"] for name, v in INVENTORY["all"]["hosts"].items()}
 
 
