@@ -14,6 +14,9 @@ SIGKILL in turn, the partition leader first, then each restarted cleanly; a Cass
 node stopped for two minutes, with no failed write at LOCAL_QUORUM; a rolling restart of
 every group (`make restart GROUP=...`), with the job never restarting and each host
 waiting for its gate; a Spark worker host's power cut, the job going on with the other.
+On the grown cluster lab (``inventory/lab-cluster-grown`` deployed: a fourth broker and
+Cassandra node), the README's scale-out under the same load: the partitions reassigned
+onto every broker, then `nodetool cleanup` on each older Cassandra node.
 
 Run with ``make faults`` (LAB=1, after ``make demo`` or ``make e2e``); 3 to 8 minutes a
 fault, 8 to 10 for the rotation.
@@ -40,6 +43,7 @@ from tests.factories import generated_profiles
 from tests.lab import (
     CASSANDRA_HOST,
     CASSANDRA_HOSTS,
+    DLQ,
     HOSTS,
     INVENTORY_DIR,
     KAFKA_HOSTS,
@@ -441,3 +445,67 @@ def test_the_job_goes_on_when_a_worker_host_loses_power(cassandra, mongo, record
         job_unchanged()
     finally:
         _run(CONTROL_NODE, f"{LAB_SH} up")
+
+
+# --- a grown cluster lab (inventory/lab-cluster-grown): one broker and one Cassandra node more -------
+
+SCALE_OUT_ONLY = pytest.mark.skipif(
+    len(KAFKA_HOSTS) < 4 or len(CASSANDRA_HOSTS) < 4,
+    reason="needs the grown cluster lab (LAB_INVENTORY=inventory/lab-cluster-grown, deployed)",
+)
+REASSIGN = (
+    "B=$(hostname -I | cut -d' ' -f1):9092; /opt/kafka/bin/kafka-reassign-partitions.sh"
+    " --bootstrap-server $B --command-config /etc/kafka/admin-client.properties"
+)
+
+
+def _replicas_by_broker() -> collections.Counter[int]:
+    partitions = _kafka_metadata().topics[TOPIC].partitions.values()
+    return collections.Counter(broker for p in partitions for broker in p.replicas)
+
+
+@SCALE_OUT_ONLY
+def test_partitions_move_onto_a_new_broker_and_cassandra_cleans_up_under_load(
+    cassandra, mongo, record_property
+):
+    """The README's scale-out, after `make deploy` of the grown inventory: Kafka's own
+    reassignment (generate, execute with a throttle, verify) spreads the topics over every
+    broker, then `nodetool cleanup` runs on each older Cassandra node in turn, all under a
+    steady load: every profile stored once, the job never restarts."""
+    admin_host = KAFKA_HOSTS[0]
+    brokers = ",".join(str(b) for b in sorted(_kafka_metadata().brokers))
+    job_unchanged = _job_unchanged()
+
+    def reassign_then_clean_up() -> None:
+        topics = json.dumps({"version": 1, "topics": [{"topic": TOPIC}, {"topic": DLQ}]})
+        generated = ssh(
+            admin_host,
+            f"echo '{topics}' > /tmp/move.json && {REASSIGN} --topics-to-move-json-file /tmp/move.json"
+            f" --broker-list {brokers} --generate",
+        )
+        assert generated.returncode == 0, generated.stdout + generated.stderr
+        plan = generated.stdout.split("Proposed partition reassignment configuration")[1].strip()
+        executed = ssh(
+            admin_host,
+            f"echo '{plan}' > /tmp/plan.json && {REASSIGN} --reassignment-json-file /tmp/plan.json"
+            " --execute --throttle 10000000",
+        )
+        assert executed.returncode == 0, executed.stdout + executed.stderr
+
+        def reassignment_complete() -> bool | None:
+            verified = ssh(admin_host, f"{REASSIGN} --reassignment-json-file /tmp/plan.json --verify")
+            return (verified.returncode == 0 and "is still in progress" not in verified.stdout) or None
+
+        eventually(reassignment_complete, 600, "the reassignment verified (throttle removed)", interval=15)
+        eventually(_fully_replicated, 300, "every partition fully replicated after the reassignment")
+        for host in CASSANDRA_HOSTS[:-1]:
+            cleaned = ssh(host, f"{NODETOOL} cleanup user_profiles", timeout=1200)
+            assert cleaned.returncode == 0, f"{host}: {cleaned.stdout}{cleaned.stderr}"
+
+    _under_load("scale-out", CLUSTER_RATE, reassign_then_clean_up, cassandra, mongo, record_property)
+    job_unchanged()
+    replicas = _replicas_by_broker()
+    record_property("replicas_by_broker", dict(replicas))
+    assert set(replicas) == set(_kafka_metadata().brokers), f"a broker holds no replica: {replicas}"
+    status = ssh(CASSANDRA_HOSTS[0], f"{NODETOOL} status").stdout
+    assert status.count("\nUN ") == len(CASSANDRA_HOSTS), status
