@@ -28,6 +28,7 @@ GROUPS = (
     "cassandra",
     "mongodb",
     "dashboard",
+    "monitoring",
 )
 
 
