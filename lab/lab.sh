@@ -334,6 +334,11 @@ cmd_deps() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+        # Group promtool: Debian starts a Prometheus server on every address, with no
+        # login, as it installs it; the control node needs its promtool only.
+        if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+            systemctl disable --now prometheus >/dev/null 2>&1 || say "warning: could not stop the prometheus service"
+        fi
     fi
     make -C "$REPO_DIR" --no-print-directory install
 }
