@@ -91,10 +91,8 @@ def crash_loop() -> Iterator[None]:
         Restart=always
         RestartSec=2
     """)
-    result = ssh(
-        STREAM_HOST,
-        f"cat > {CRASH_UNIT_FILE} <<'EOF'\n{unit}EOF\nsystemctl daemon-reload && systemctl start {CRASH_UNIT}",
-    )
+    install = f"cat > {CRASH_UNIT_FILE} <<'EOF'\n{unit}EOF\n"
+    result = ssh(STREAM_HOST, install + f"systemctl daemon-reload && systemctl start {CRASH_UNIT}")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield
