@@ -130,24 +130,46 @@ def test_every_host_is_scraped_over_https_verified_against_the_deployment_ca(ren
     assert "password" not in jobs["prometheus"]["basic_auth"]
 
 
-def test_prometheus_listens_on_the_hosts_address_with_its_web_config_and_retention(rendered):
-    args = exec_start((rendered / "prometheus.conf").read_text().replace("ExecStart=\n", ""))
-    assert args[0] == "/usr/bin/prometheus"
-    assert f"--web.listen-address={ADDRESS}:9090" in args
-    assert "--web.config.file=/etc/prometheus/bigdataflow-web.yml" in args
-    assert "--storage.tsdb.retention.time=15d" in args
-
-
-def test_node_exporter_serves_tls_and_the_systemd_collector_with_restart_counts(rendered):
-    args = exec_start((rendered / "node-exporter.conf").read_text().replace("ExecStart=\n", ""))
-    assert args[0] == "/usr/bin/prometheus-node-exporter"
-    assert f"--web.listen-address={ADDRESS}:9100" in args
-    assert "--collector.systemd" in args
-    assert "--collector.systemd.enable-restarts-metrics" in args
-    web = yaml.safe_load((rendered / "node-exporter-web.yml").read_text())
-    assert web["tls_server_config"]["cert_file"] == "/etc/prometheus/node-exporter-tls/host.crt"
+@pytest.mark.parametrize(
+    ("drop_in", "binary", "port", "flags"),
+    [
+        (
+            "prometheus.conf",
+            "/usr/bin/prometheus",
+            9090,
+            ["--web.config.file=/etc/prometheus/bigdataflow-web.yml", "--storage.tsdb.retention.time=15d"],
+        ),
+        (
+            "node-exporter.conf",
+            "/usr/bin/prometheus-node-exporter",
+            9100,
+            [
+                "--web.config.file=/etc/prometheus/node-exporter-web.yml",
+                "--collector.systemd",
+                "--collector.systemd.enable-restarts-metrics",
+            ],
+        ),
+    ],
+)
+def test_servers_listen_on_the_hosts_address_with_their_web_config_and_flags(
+    rendered, drop_in, binary, port, flags
+):
+    # The drop-in's ExecStart after the empty one that clears the package's.
+    args = exec_start((rendered / drop_in).read_text().replace("ExecStart=\n", ""))
+    assert args[0] == binary
+    assert f"--web.listen-address={ADDRESS}:{port}" in args
+    assert [flag for flag in flags if flag not in args] == []
     # systemd would read these in ExecStart (escapes, variables, specifiers).
     assert not set("\\$%") & set(" ".join(args))
+
+
+def test_node_exporter_serves_the_host_certificate(rendered):
+    web = yaml.safe_load((rendered / "node-exporter-web.yml").read_text())
+    assert web["tls_server_config"] == {
+        "cert_file": "/etc/prometheus/node-exporter-tls/host.crt",
+        "key_file": "/etc/prometheus/node-exporter-tls/host.key",
+        "min_version": "TLS12",
+    }
 
 
 def test_node_exporter_reports_the_project_units_and_no_others(rendered):
