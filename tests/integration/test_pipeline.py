@@ -266,8 +266,9 @@ def test_mongodb_holds_no_per_person_data(mongo):
             assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", text), f"{name} holds a user id"
 
 
-def test_make_status_shows_every_units_state_and_restart_count():
-    """`active` alone hides a crash loop: the status names each unit's restarts."""
+def test_make_status_shows_every_units_state_and_restart_count_and_the_firing_alerts():
+    """`active` alone hides a crash loop: the status names each unit's restarts, and the
+    count of alerts firing in Prometheus."""
     result = subprocess.run(  # noqa: S603 - fixed command
         [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", INVENTORY_ARG, "playbooks/status.yml"],
         cwd=REPO,
@@ -280,3 +281,4 @@ def test_make_status_shows_every_units_state_and_restart_count():
     assert re.search(r'"user-profiles-stream": "NRestarts=\d+ ActiveState=active"', result.stdout), (
         result.stdout
     )
+    assert re.search(r'"firing": \d+', result.stdout), result.stdout
